@@ -1,0 +1,17 @@
+"""edgert: an edge inference runtime for compressed model packages.
+
+`import edgert` stays cheap: numpy only.  Backends, converters and optional deps load on first use."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from edgert.errors import EdgertError  # noqa: E402
+
+
+def load(path, **kwargs):
+    """Load a package and prepare it on a backend; see edgert.runtime.load."""
+    from edgert.runtime import load as _load
+    return _load(path, **kwargs)
+
+
+__all__ = ["EdgertError", "load", "__version__"]
