@@ -29,8 +29,11 @@ class NumpyExecutable:
             if name not in keep:
                 self._free_after[i].append(name)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], capture: set[str] | None = None
+            ) -> dict[str, np.ndarray]:
+        """Run the graph; names in `capture` (intermediate values) are returned besides the outputs."""
         env: dict[str, np.ndarray] = dict(self.graph.initializers)
+        captured: dict[str, np.ndarray] = {}
         env.update(feeds)
         for i, (node, op) in enumerate(zip(self.graph.nodes, self.ops)):
             try:
@@ -49,9 +52,13 @@ class NumpyExecutable:
             for name, val in zip(node.outputs, outs):
                 if name:
                     env[name] = val
+                    if capture and name in capture:
+                        captured[name] = val
             for name in self._free_after[i]:
                 env.pop(name, None)
-        return {o.name: env[o.name] for o in self.graph.outputs}
+        result = {o.name: env[o.name] for o in self.graph.outputs}
+        result.update(captured)
+        return result
 
 
 class NumpyBackend(Backend):
