@@ -1,0 +1,107 @@
+"""Typed options of the converter (no string-keyed option dicts; see /work/shared/STYLE.md rule 8).
+
+`ConvertOptions` is what `converters.convert.convert()` and the CLI take; `QuantizeOptions` is the
+part the graph rewrite (`converters.quantize`) needs, derived with `ConvertOptions.quantize_options()`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgert.errors import ConversionError
+from edgert.ir import Preprocess
+
+GRANULARITIES = ("channel", "tensor", "group")
+SCALE_DTYPES = ("fp16", "fp32")
+
+
+@dataclass
+class QuantizeOptions:
+    """What the quantization rewrite decides per layer."""
+    wbits: int = 8                      # 1..8 packed weight width
+    abits: int | None = 8               # 2..8 activation width; None = weight-only everywhere
+    granularity: str = "channel"        # "channel" | "tensor" | "group"
+    group_size: int = 128
+    method: str = "rtn_mse"             # converters/methods/<name>.py
+    layer_bits: dict[str, int] = field(default_factory=dict)   # node/output name or glob -> wbits
+    keep_float: set[str] = field(default_factory=set)         # node/output names or globs
+    scale_dtype: str = "fp16"           # weight scales rounded to (and stored as) fp16 by default
+    sparsity: float = 0.0               # unstructured magnitude sparsity (fraction of zeros)
+    nm: tuple[int, int] | None = None   # N:M structured sparsity, e.g. (2, 4)
+    midrise_2bit: bool = False          # 2-bit weights as ±1, ±3 levels instead of -1, 0, 1
+    fold_activations: bool = True       # fold a Relu / Clip(0, c) only-consumer into the QLinear op
+
+    def validate(self) -> None:
+        if not 1 <= self.wbits <= 8:
+            raise ConversionError(f"wbits must be 1..8, got {self.wbits}")
+        if self.abits is not None and not 2 <= self.abits <= 8:
+            raise ConversionError(f"abits must be 2..8, got {self.abits}")
+        if self.granularity not in GRANULARITIES:
+            raise ConversionError(f"granularity must be one of {GRANULARITIES}, "
+                                  f"got {self.granularity!r}")
+        if self.group_size < 1:
+            raise ConversionError(f"group_size must be >= 1, got {self.group_size}")
+        if self.scale_dtype not in SCALE_DTYPES:
+            raise ConversionError(f"scale_dtype must be one of {SCALE_DTYPES}, "
+                                  f"got {self.scale_dtype!r}")
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ConversionError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.nm is not None:
+            n, m = self.nm
+            if not 0 < n < m:
+                raise ConversionError(f"N:M sparsity needs 0 < N < M, got {n}:{m}")
+            if self.sparsity:
+                raise ConversionError("use either --sparsity or --nm, not both")
+        for name, bits in self.layer_bits.items():
+            if not 1 <= int(bits) <= 8:
+                raise ConversionError(f"layer_bits[{name!r}] must be 1..8, got {bits}")
+
+
+def parse_nm(text: str) -> tuple[int, int]:
+    """'2:4' -> (2, 4)."""
+    try:
+        n, m = (int(p) for p in text.split(":"))
+    except ValueError:
+        raise ConversionError(f"N:M sparsity must look like '2:4', got {text!r}") from None
+    return n, m
+
+
+@dataclass
+class ConvertOptions:
+    # weights
+    wbits: int = 8
+    granularity: str = "channel"
+    group_size: int = 128
+    method: str = "rtn_mse"
+    scale_dtype: str = "fp16"
+    sparsity: float = 0.0
+    nm: tuple[int, int] | None = None
+    midrise_2bit: bool = False
+    layer_bits: dict[str, int] = field(default_factory=dict)
+    keep_float: set[str] = field(default_factory=set)
+    # activations / calibration
+    abits: int | None = 8
+    observer: str = "percentile"        # measured best on PP-OCRv4 det (see docs in convert.py)
+    percentile: float = 99.99
+    calib_dir: Path | None = None
+    calib_random: int = 0               # > 0: that many random-normal batches (smoke runs)
+    calib_count: int = 32
+    seed: int = 0
+    sqnr_batches: int = 2               # calibration batches replayed for per-layer SQNR (0 = skip)
+    fold_activations: bool = True
+    backend_for_calibration: str = "auto"   # "auto" (ort if installed, else numpy) | "ort" | "numpy"
+    # model / package
+    preprocess: Preprocess | None = None
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    compress: str = "zstd"
+    progress: bool = True
+
+    def quantize_options(self) -> QuantizeOptions:
+        q = QuantizeOptions(
+            wbits=self.wbits, abits=self.abits, granularity=self.granularity,
+            group_size=self.group_size, method=self.method, layer_bits=dict(self.layer_bits),
+            keep_float=set(self.keep_float), scale_dtype=self.scale_dtype,
+            sparsity=self.sparsity, nm=self.nm, midrise_2bit=self.midrise_2bit,
+            fold_activations=self.fold_activations)
+        q.validate()
+        return q

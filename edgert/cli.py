@@ -1,0 +1,323 @@
+"""The edgert command line: parse, call the library, print.  Only here do errors become messages."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edgert.errors import EdgertError
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class EdgertGroup(click.Group):
+    """Turns library errors into one-line messages with exit code 2 (never a traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgertError as e:
+            raise CliError(str(e)) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+            raise CliError(f"{e.strerror}: {e.filename}") from None
+        except MemoryError:
+            raise CliError("out of memory") from None
+
+
+def _parse_hw(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        parts = [int(p) for p in value.lower().replace("×", "x").split("x")]
+    except ValueError:
+        raise CliError(f"--size wants HxW (e.g. 640x640), got {value!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise CliError(f"--size wants HxW (e.g. 640x640), got {value!r}")
+    return parts[0], parts[1]
+
+
+def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise CliError(f"--{name} wants comma-separated numbers, got {value!r}") from None
+
+
+def _layer_bits(value: str | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in filter(None, (value or "").split(",")):
+        name, sep, bits = item.partition("=")
+        if not sep or not bits.strip().isdigit() or not 1 <= int(bits) <= 8:
+            raise CliError(f"--layer-bits wants name=BITS[,name=BITS] with BITS 1..8, got {item!r}")
+        out[name.strip()] = int(bits)
+    return out
+
+
+def _shape(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(v) for v in value.lower().split("x")]
+    except ValueError:
+        raise CliError(f"--shape wants dims like 1x3x640x640, got {value!r}") from None
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.group(cls=EdgertGroup)
+@click.version_option(package_name="edgert")
+def main() -> None:
+    """edgert: compressed model packages for edge devices."""
+
+
+# --------------------------------------------------------------------------- convert
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="package to write")
+@click.option("--wbits", type=click.IntRange(1, 8), default=8, show_default=True, help="weight bits")
+@click.option("--abits", type=click.IntRange(2, 8), default=8, show_default=True, help="activation bits")
+@click.option("--granularity", type=click.Choice(["tensor", "channel", "group"]), default="channel",
+              show_default=True)
+@click.option("--group-size", type=click.IntRange(8, 4096), default=128, show_default=True)
+@click.option("--method", default="rtn_mse", show_default=True, help="weight quantization method")
+@click.option("--observer", default=None, help="activation observer (minmax|percentile|mse)")
+@click.option("--calib", "calib_dir", type=click.Path(path_type=Path), help="folder of calibration images")
+@click.option("--calib-random", type=click.IntRange(0, 10000), default=0,
+              help="use N random inputs instead of images (smoke runs)")
+@click.option("--calib-count", type=click.IntRange(1, 100000), default=32, show_default=True)
+@click.option("--layer-bits", default=None, help="per-layer weight bits, e.g. conv1=8,conv2=4")
+@click.option("--keep-float", default=None, help="comma-separated layers (globs) kept in float")
+@click.option("--size", default=None, help="input HxW recorded in the package, e.g. 640x640")
+@click.option("--mean", default=None, help="per-channel mean after scaling pixels to [0,1]")
+@click.option("--std", default=None, help="per-channel std after scaling pixels to [0,1]")
+@click.option("--channels", type=click.Choice(["rgb", "bgr", "gray"]), default="rgb", show_default=True)
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True)
+@click.option("--scale-dtype", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--sparsity", type=click.FloatRange(0.0, 0.99), default=0.0, help="magnitude sparsity")
+@click.option("--nm", default=None, help="N:M structured sparsity, e.g. 2:4")
+@click.option("--compress", type=click.Choice(["zstd", "none"]), default="zstd", show_default=True)
+@click.option("--sign-key", type=click.Path(path_type=Path), default=None, help="Ed25519 private key")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def convert(source, output, wbits, abits, granularity, group_size, method, observer, calib_dir,
+            calib_random, calib_count, layer_bits, keep_float, size, mean, std, channels, layout,
+            scale_dtype, sparsity, nm, compress, sign_key, quiet, as_json):
+    """Convert an ONNX model to a quantized edgert package."""
+    from converters.convert import convert as run_convert
+    from converters.options import ConvertOptions
+    from edgert.ir import Preprocess
+
+    if not source.is_file():
+        raise CliError(f"source model not found: {source}")
+    if calib_dir is None and not calib_random and abits < 16:
+        raise CliError("activation quantization needs calibration data: --calib DIR or --calib-random N")
+    nm_pair = None
+    if nm:
+        try:
+            n, m = (int(v) for v in nm.split(":"))
+            assert 0 < n < m <= 16
+        except (ValueError, AssertionError):
+            raise CliError(f"--nm wants N:M with 0 < N < M <= 16, e.g. 2:4; got {nm!r}") from None
+        nm_pair = (n, m)
+    pp = Preprocess(size=_parse_hw(size), mean=_floats(mean, "mean") or (0.0, 0.0, 0.0),
+                    std=_floats(std, "std") or (1.0, 1.0, 1.0), channels=channels, layout=layout,
+                    pad_multiple=32)
+    signing_key = None
+    if sign_key is not None:
+        from edgert.package.signing import load_private_key
+        signing_key = load_private_key(sign_key)
+    opts = ConvertOptions(
+        wbits=wbits, abits=abits, granularity=granularity, group_size=group_size, method=method,
+        calib_dir=calib_dir, calib_random=calib_random, calib_count=calib_count,
+        layer_bits=_layer_bits(layer_bits),
+        keep_float=set(filter(None, (keep_float or "").split(","))), scale_dtype=scale_dtype,
+        sparsity=sparsity, nm=nm_pair, preprocess=pp, compress=compress, progress=not quiet,
+        signing_key=signing_key)
+    if observer:
+        opts.observer = observer
+    report = run_convert(source, output, opts)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(report.format_table())
+
+
+# --------------------------------------------------------------------------- inspect
+@main.command()
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--layers/--no-layers", default=True, help="show the per-layer table")
+def inspect(package, as_json, layers):
+    """Show a package's header, sections, models, per-layer bits/sparsity/scales, sizes and hashes."""
+    from edgert.inspect import describe, format_description
+    from edgert.package import read_package
+
+    pkg = read_package(package)
+    info = describe(pkg)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        click.echo(format_description(info, layers=layers))
+
+
+# --------------------------------------------------------------------------- run
+def _load_session(package: Path, backend: str, threads: int, require_signature: bool,
+                  public_key: Path | None, model: str | None = None):
+    import edgert
+    from edgert.runtime import LoadOptions
+
+    key = None
+    if public_key is not None:
+        from edgert.package.signing import load_public_key
+        key = load_public_key(public_key)
+    return edgert.load(package, LoadOptions(backend=backend, threads=threads, model=model,
+                                            require_signature=require_signature or key is not None,
+                                            public_key=key))
+
+
+_backend_opt = click.option("--backend", default="auto", show_default=True, help="auto|ort|numpy")
+_threads_opt = click.option("--threads", type=click.IntRange(0, 256), default=0,
+                            help="intra-op threads (0 = backend default)")
+_sig_opt = click.option("--require-signature", is_flag=True, help="refuse unsigned packages")
+_key_opt = click.option("--public-key", type=click.Path(path_type=Path), default=None,
+                        help="Ed25519 public key that must have signed the package")
+
+
+@main.command()
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--input", "inputs", multiple=True, type=click.Path(path_type=Path),
+              help="image file, .npy array, or NAME=file.npy (repeatable)")
+@click.option("--camera", is_flag=True, help="run continuously on a camera")
+@click.option("--camera-index", type=int, default=0, show_default=True)
+@click.option("--frames", type=click.IntRange(0), default=0, help="stop after N camera frames (0 = forever)")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="output folder")
+@_backend_opt
+@_threads_opt
+@_sig_opt
+@_key_opt
+@click.option("--model", default=None, help="model name inside a multi-model package")
+@click.option("--json", "as_json", is_flag=True)
+def run(package, inputs, camera, camera_index, frames, out_dir, backend, threads, require_signature,
+        public_key, model, as_json):
+    """Run a package on an image / array (writes npy + json, and a PNG for maps) or a camera."""
+    from edgert import outputs as outmod
+
+    if not inputs and not camera:
+        raise CliError("give --input FILE (image or .npy) or --camera")
+    sess = _load_session(package, backend, threads, require_signature, public_key, model)
+    if camera:
+        from edgert.camera import run_camera
+        run_camera(sess, index=camera_index, frames=frames, out_dir=out_dir,
+                   echo=lambda s: click.echo(s, err=True))
+        return
+    feeds, source = outmod.read_inputs(sess, list(inputs))
+    result = outmod.timed_run(sess, feeds)
+    summary = outmod.summarize(sess, result, source)
+    if out_dir is not None:
+        summary["files"] = outmod.write_outputs(out_dir, result.outputs, summary)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(outmod.format_summary(summary))
+
+
+# --------------------------------------------------------------------------- bench
+@main.command()
+@click.argument("package", type=click.Path(path_type=Path))
+@_backend_opt
+@_threads_opt
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--iters", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--shape", default=None, help="input shape for dynamic models, e.g. 1x3x640x640")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
+              help="benchmark on this image / .npy instead of random data")
+@click.option("--model", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def bench(package, backend, threads, warmup, iters, shape, input_path, model, as_json):
+    """Latency (p50/p90/p99), throughput, peak RSS and package size."""
+    from edgert import outputs as outmod
+    from edgert.bench import BenchOptions, run_bench, synthetic_feeds
+
+    sess = _load_session(package, backend, threads, False, None, model)
+    if input_path is not None:
+        feeds, _ = outmod.read_inputs(sess, [input_path])
+    else:
+        pp = sess.preprocess
+        hw = tuple(pp.size) if pp is not None and pp.size else None
+        over = {sess.inputs[0].name: _shape(shape)} if shape else None
+        feeds = synthetic_feeds(sess.inputs, hw, over)
+    res = run_bench(sess, feeds, BenchOptions(warmup=warmup, iters=iters),
+                    package_bytes=package.stat().st_size)
+    if as_json:
+        click.echo(json.dumps(res.to_json(), indent=2))
+        return
+    lat = res.latency_ms
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in res.input_shapes.items())
+    click.echo(f"package   {package}  ({_fmt_bytes(res.package_bytes)})\n"
+               f"backend   {res.backend}   threads {threads or 'default'}   input {shapes}\n"
+               f"latency   p50 {lat['p50']:.2f} ms   p90 {lat['p90']:.2f} ms   p99 {lat['p99']:.2f} ms"
+               f"   (mean {lat['mean']:.2f}, min {lat['min']:.2f}; {res.iters} iters after "
+               f"{res.warmup} warm-up)\n"
+               f"throughput {res.throughput_ips:.1f} inferences/s   peak RSS {res.peak_rss_mb:.0f} MB")
+
+
+# --------------------------------------------------------------------------- signing
+@main.command()
+@click.option("--out", "prefix", type=click.Path(path_type=Path), required=True,
+              help="writes PREFIX.key (private) and PREFIX.pub")
+def keygen(prefix):
+    """Create an Ed25519 key pair for signing packages."""
+    from edgert.package.signing import generate_keypair, write_keypair
+
+    priv, pub = generate_keypair()
+    paths = write_keypair(prefix, priv, pub)
+    click.echo(f"wrote {paths[0]} (keep private) and {paths[1]}")
+
+
+@main.command()
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--key", type=click.Path(path_type=Path), required=True, help="Ed25519 private key")
+def sign(package, key):
+    """Sign a package in place (only its footer is rewritten)."""
+    from edgert.package.signing import load_private_key, sign_package
+
+    sign_package(package, load_private_key(key))
+    click.echo(f"signed {package}")
+
+
+@main.command()
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--key", type=click.Path(path_type=Path), default=None,
+              help="public key that must have signed it (default: the key in the file)")
+def verify(package, key):
+    """Check every hash and the signature of a package."""
+    from edgert.package import ReadOptions, read_package
+    from edgert.package.signing import load_public_key
+
+    pub = load_public_key(key) if key is not None else None
+    pkg = read_package(package, ReadOptions(require_signature=True, public_key=pub))
+    click.echo(f"ok: {package} sha256 {pkg.file_sha256} signed, all section hashes match")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

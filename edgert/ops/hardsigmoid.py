@@ -1,0 +1,21 @@
+"""HardSigmoid: max(0, min(1, alpha * x + beta)); alpha 0.2, beta 0.5 by default."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.ops._util import need, need_float
+from edgert.ops.base import Op, register
+
+
+@register
+class HardSigmoid(Op):
+    def __init__(self, node):
+        super().__init__(node)
+        self.alpha = float(self.attr("alpha", 0.2))
+        self.beta = float(self.attr("beta", 0.5))
+
+    def run(self, x):
+        x = need(self, x, "X")
+        need_float(self, x)
+        t = x.dtype.type
+        return (np.clip(x * t(self.alpha) + t(self.beta), t(0), t(1)),)

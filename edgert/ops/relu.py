@@ -1,0 +1,14 @@
+"""Relu: elementwise max(x, 0)."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.ops._util import need
+from edgert.ops.base import Op, register
+
+
+@register
+class Relu(Op):
+    def run(self, x):
+        x = need(self, x, "X")
+        return (np.maximum(x, x.dtype.type(0)),)

@@ -1,0 +1,15 @@
+"""Tanh: elementwise hyperbolic tangent."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.ops._util import need, need_float
+from edgert.ops.base import Op, register
+
+
+@register
+class Tanh(Op):
+    def run(self, x):
+        x = need(self, x, "X")
+        need_float(self, x)
+        return (np.tanh(x),)

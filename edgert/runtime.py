@@ -1,0 +1,104 @@
+"""`edgert.load(path)` -> a Session that runs one model of a package on a named backend."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgert.backends.base import BackendOptions, get_backend
+from edgert.errors import InputError
+from edgert.ir import Graph, ValueInfo
+
+
+@dataclass
+class LoadOptions:
+    backend: str = "auto"             # "auto" = ort when onnxruntime imports, else numpy
+    threads: int = 0                  # 0 = backend default
+    model: str | None = None          # which model of a multi-model package (default: the first)
+    require_signature: bool = False
+    public_key: bytes | None = None   # raw Ed25519 public key; None = the key embedded in the file
+    verify_hashes: bool = True
+
+
+def _check_feed(vi: ValueInfo, arr: np.ndarray, dims: dict[str, int]) -> np.ndarray:
+    want = np.dtype(vi.dtype)
+    if arr.dtype != want:
+        if np.can_cast(arr.dtype, want, casting="same_kind"):
+            arr = arr.astype(want)
+        else:
+            raise InputError(f"input {vi.name!r} wants dtype {want}, got {arr.dtype}")
+    if len(vi.shape) != arr.ndim:
+        raise InputError(f"input {vi.name!r} wants rank {len(vi.shape)} {_fmt(vi.shape)}, "
+                         f"got shape {tuple(arr.shape)}")
+    for i, (d, got) in enumerate(zip(vi.shape, arr.shape)):
+        if isinstance(d, int) and d >= 0 and d != got:
+            raise InputError(f"input {vi.name!r} dim {i} must be {d} {_fmt(vi.shape)}, "
+                             f"got shape {tuple(arr.shape)}")
+        if isinstance(d, str) and d:
+            if dims.setdefault(d, got) != got:
+                raise InputError(f"input {vi.name!r} dim {i} ({d}) is {got} but another input "
+                                 f"fixed it to {dims[d]}")
+    return np.ascontiguousarray(arr)
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+class Session:
+    def __init__(self, package, graph: Graph, backend_name: str, executable):
+        self.package = package
+        self.graph = graph
+        self.backend = backend_name
+        self._exe = executable
+
+    @property
+    def inputs(self) -> list[ValueInfo]:
+        return self.graph.inputs
+
+    @property
+    def outputs(self) -> list[ValueInfo]:
+        return self.graph.outputs
+
+    @property
+    def preprocess(self):
+        return self.graph.preprocess
+
+    def check_feeds(self, feeds: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        if isinstance(feeds, np.ndarray):
+            if len(self.inputs) != 1:
+                raise InputError(f"model has {len(self.inputs)} inputs; pass a dict by name: "
+                                 f"{[i.name for i in self.inputs]}")
+            feeds = {self.inputs[0].name: feeds}
+        known = {i.name for i in self.inputs}
+        extra = set(feeds) - known
+        if extra:
+            raise InputError(f"unknown input(s) {sorted(extra)}; the model takes {sorted(known)}")
+        missing = known - set(feeds)
+        if missing:
+            raise InputError(f"missing input(s) {sorted(missing)}")
+        dims: dict[str, int] = {}
+        return {vi.name: _check_feed(vi, np.asarray(feeds[vi.name]), dims) for vi in self.inputs}
+
+    def run(self, feeds: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        return self._exe.run(self.check_feeds(feeds))
+
+    def close(self) -> None:
+        close = getattr(self.package, "close", None)
+        if close:
+            close()
+
+
+def load(path: str | Path, options: LoadOptions | None = None, **kwargs) -> Session:
+    """Read and validate a package, then prepare one of its models on a backend."""
+    from edgert.package import ReadOptions, read_package
+
+    opts = options or LoadOptions(**kwargs)
+    pkg = read_package(Path(path), ReadOptions(verify_hashes=opts.verify_hashes,
+                                               require_signature=opts.require_signature,
+                                               public_key=opts.public_key))
+    graph = pkg.graph(opts.model)
+    backend = get_backend(opts.backend)
+    exe = backend.prepare(graph, BackendOptions(threads=opts.threads))
+    return Session(pkg, graph, backend.name, exe)

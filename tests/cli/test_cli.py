@@ -1,0 +1,169 @@
+"""The CLI end to end on the real PP-OCRv4 det model, and every bad-input path: one line, exit 2."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgert.cli import main
+
+SIZE = "96x128"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(res, *needles: str):
+    assert res.exit_code == 2, res.output
+    text = res.output.strip()
+    assert "Traceback" not in text
+    assert text.startswith("error:") and len(text.splitlines()) == 1, text
+    for n in needles:
+        assert n in text, text
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory) -> Path:
+    from converters.synthetic import write_calibration_folder
+    d = tmp_path_factory.mktemp("calib")
+    write_calibration_folder(d, 3, seed=3, kind="page")
+    return d
+
+
+@pytest.fixture(scope="module")
+def det_pkg(det_model, calib_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pkg") / "det.pkg"
+    res = invoke("convert", det_model, "-o", out, "--wbits", 4, "--abits", 8, "--calib", calib_dir,
+                 "--size", SIZE, "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--channels", "bgr",
+                 "--quiet")
+    assert res.exit_code == 0, res.output
+    assert out.is_file()
+    # the summary table names the size ratio and per-layer bits
+    assert "ratio" in res.output.lower()
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    from converters.synthetic import write_calibration_folder
+    d = tmp_path_factory.mktemp("page")
+    write_calibration_folder(d, 1, seed=77, kind="page")
+    return next(d.iterdir())
+
+
+def test_inspect_text_and_json(det_pkg):
+    res = invoke("inspect", det_pkg)
+    assert res.exit_code == 0, res.output
+    assert "sha256" in res.output and "QLinearConv" in res.output
+    res = invoke("inspect", det_pkg, "--json")
+    info = json.loads(res.output)
+    assert info["size_bytes"] == det_pkg.stat().st_size
+    layers = info["models"][0]["layers"]
+    assert layers and any(L.get("wbits") == 4 for L in layers)
+    assert info["models"][0]["preprocess"]["size"] == [96, 128]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "ort"])
+def test_run_image_writes_npy_json_png(det_pkg, page, tmp_path, backend):
+    out = tmp_path / "out"
+    res = invoke("run", det_pkg, "--input", page, "--out", out, "--backend", backend)
+    assert res.exit_code == 0, res.output
+    npys = list(out.glob("*.npy"))
+    assert len(npys) == 1
+    prob = np.load(npys[0])
+    assert prob.shape == (1, 1, 96, 128) and 0.0 <= prob.min() and prob.max() <= 1.0
+    assert list(out.glob("*.png")), "a probability map gets a PNG"
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["backend"] == backend
+
+
+def test_backends_agree_on_page(det_pkg, page, tmp_path):
+    outs = {}
+    for backend in ("numpy", "ort"):
+        d = tmp_path / backend
+        assert invoke("run", det_pkg, "--input", page, "--out", d, "--backend", backend).exit_code == 0
+        outs[backend] = np.load(next(d.glob("*.npy")))
+    a, b = outs["numpy"] > 0.3, outs["ort"] > 0.3
+    union = (a | b).sum()
+    iou = (a & b).sum() / union if union else 1.0
+    assert iou >= 0.95, iou
+
+
+def test_bench_json(det_pkg):
+    res = invoke("bench", det_pkg, "--backend", "numpy", "--warmup", 0, "--iters", 2, "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["iters"] == 2 and r["latency_ms"]["p50"] > 0 and r["package_bytes"] == det_pkg.stat().st_size
+    assert r["input_shapes"]["x"] == [1, 3, 96, 128]
+    res = invoke("bench", det_pkg, "--backend", "ort", "--warmup", 1, "--iters", 3)
+    assert res.exit_code == 0 and "p99" in res.output
+
+
+def test_sign_verify_require(det_pkg, tmp_path):
+    pkg = tmp_path / "signed.pkg"
+    pkg.write_bytes(det_pkg.read_bytes())
+    assert invoke("keygen", "--out", tmp_path / "k").exit_code == 0
+    assert_one_line_error(invoke("verify", pkg), "sign")
+    assert_one_line_error(invoke("run", pkg, "--input", "x.npy", "--require-signature"), "sign")
+    assert invoke("sign", pkg, "--key", tmp_path / "k.key").exit_code == 0
+    assert invoke("verify", pkg, "--key", tmp_path / "k.pub").exit_code == 0
+    invoke("keygen", "--out", tmp_path / "other")
+    assert_one_line_error(invoke("verify", pkg, "--key", tmp_path / "other.pub"))
+
+
+def test_corrupt_and_truncated_package(det_pkg, tmp_path):
+    data = bytearray(det_pkg.read_bytes())
+    bad = tmp_path / "flip.pkg"
+    data[len(data) // 2] ^= 0x10
+    bad.write_bytes(bytes(data))
+    assert_one_line_error(invoke("inspect", bad), str(bad))
+    short = tmp_path / "short.pkg"
+    short.write_bytes(det_pkg.read_bytes()[:1000])
+    assert_one_line_error(invoke("run", short, "--input", "x.npy"))
+    assert_one_line_error(invoke("inspect", tmp_path / "missing.pkg"))
+
+
+def test_wrong_input_shape_and_dtype(det_pkg, tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4, 96, 128), np.float32))
+    assert_one_line_error(invoke("run", det_pkg, "--input", x, "--backend", "numpy"), "dim 1")
+    np.save(x, np.zeros((3, 96, 128), np.float32))
+    assert_one_line_error(invoke("run", det_pkg, "--input", x, "--backend", "ort"), "rank")
+    np.save(x, np.array(["a"]))
+    assert_one_line_error(invoke("run", det_pkg, "--input", x), "dtype")
+
+
+def test_unreadable_image(det_pkg, tmp_path):
+    img = tmp_path / "broken.png"
+    img.write_bytes(b"not a png at all")
+    assert_one_line_error(invoke("run", det_pkg, "--input", img), "broken.png")
+
+
+def test_missing_calibration_folder(det_model, tmp_path):
+    out = tmp_path / "x.pkg"
+    assert_one_line_error(invoke("convert", det_model, "-o", out, "--calib", tmp_path / "nope",
+                                 "--size", SIZE, "--quiet"), "nope")
+    assert not out.exists() and not list(tmp_path.glob("*.tmp")), "nothing half-written"
+
+
+def test_unknown_op_is_named(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Mish", ["x"], ["y"], name="weird_node")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    src = tmp_path / "mish.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), src)
+    res = invoke("convert", src, "-o", tmp_path / "m.pkg", "--calib-random", 2, "--quiet")
+    assert_one_line_error(res, "Mish", "weird_node")
+
+
+def test_no_camera_is_a_clear_error(det_pkg):
+    pytest.importorskip("cv2")
+    res = invoke("run", det_pkg, "--camera", "--camera-index", 57, "--frames", 1)
+    assert_one_line_error(res, "camera")

@@ -1,0 +1,24 @@
+"""`import edgert` must stay cheap: a Pi with numpy (+ onnxruntime) imports it and runs a package."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = {"onnx", "onnxruntime", "converters", "PIL", "cv2", "cryptography", "zstandard", "torch",
+         "paho", "tqdm", "rich", "click"}
+
+
+def _imported_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\n"
+                          "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_import_edgert_is_cheap():
+    assert not (_imported_after("import edgert") & HEAVY)
+
+
+def test_numpy_runtime_does_not_import_converter_code():
+    mods = _imported_after("import edgert.runtime, edgert.backends.numpy_ref, edgert.package")
+    assert not (mods & (HEAVY - {"zstandard"}))
