@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,10 @@ class ImportOptions:
     passes: list[str] | None = None
     shape_inference: bool = True
     name: str | None = None             # graph name; default: the file stem / ONNX graph name
+
+
+# ops whose semantics changed at opset 13; the numpy op reads the `opset` attr to pick the old rule
+_OPSET13_SEMANTICS = {"Softmax", "LogSoftmax", "Hardmax"}
 
 
 def import_onnx(path_or_model: str | os.PathLike | Any, options: ImportOptions | None = None
@@ -127,6 +131,8 @@ def import_onnx(path_or_model: str | os.PathLike | Any, options: ImportOptions |
             initializers[pn.output[0]] = _constant_value(pn, node_name)
             continue
         attrs = _convert_attrs(pn, node_name)
+        if pn.op_type in _OPSET13_SEMANTICS and metadata.get("opset", 13) < 13:
+            attrs["opset"] = int(metadata["opset"])   # pre-13 coerce-to-2D semantics (ONNX changelog)
         nodes.append(Node(op=pn.op_type, name=node_name, inputs=list(pn.input),
                           outputs=list(pn.output), attrs=attrs))
 
@@ -346,8 +352,8 @@ def _infer_shapes(model: Any, pinned: dict[str, list[Dim]]
 
 
 def _merge_dims(declared: list[Dim] | None, inferred: list[Dim] | None) -> list[Dim]:
-    if declared is None:
-        return list(inferred or [])
+    if not declared:     # unknown (no shape declared; [] is also how we hold that) -> inferred
+        return list(inferred or declared or [])
     if inferred is None or len(inferred) != len(declared):
         return list(declared)
     # a fixed size from inference beats a name / unknown from the declaration

@@ -90,3 +90,10 @@ def requantize(acc: np.ndarray, m0, shift, zp, qmin: int | None = None, qmax: in
     y = rounding_divide_by_pot(sat_rounding_doubling_high_mul(x, m0), right)
     y = y + int(np.asarray(zp).reshape(()))
     return np.clip(y, qmin, qmax).astype(dtype)
+
+
+def requant_multipliers(in_scale, w_scale, out_scale) -> tuple[np.ndarray, np.ndarray]:
+    """(m0, shift) for M = in_scale·w_scale/out_scale computed in float64 (w_scale may be per-channel)."""
+    m = (np.asarray(in_scale, np.float64).reshape(()) * np.asarray(w_scale, np.float64).reshape(-1)
+         / np.asarray(out_scale, np.float64).reshape(()))
+    return quantize_multiplier(m)

@@ -57,14 +57,16 @@ def same_dtype(op: Any, *arrays: np.ndarray) -> None:
     """ONNX type constraint T: all these inputs share one element type (no silent upcasts)."""
     dts = {a.dtype for a in arrays}
     if len(dts) > 1:
-        raise fail(op, f"inputs must share one dtype, got {', '.join(str(a.dtype) for a in arrays)}")
+        got = ", ".join(str(a.dtype) for a in arrays)
+        raise fail(op, f"inputs must share one dtype, got {got}")
 
 
 def broadcast_shape(op: Any, *shapes: Sequence[int]) -> tuple[int, ...]:
     try:
         return np.broadcast_shapes(*[tuple(s) for s in shapes])
     except ValueError:
-        raise fail(op, f"shapes {', '.join(str(tuple(s)) for s in shapes)} do not broadcast") from None
+        got = ", ".join(str(tuple(s)) for s in shapes)
+        raise fail(op, f"shapes {got} do not broadcast") from None
 
 
 def need_float(op: Any, x: np.ndarray) -> None:
@@ -134,7 +136,7 @@ def window_slices(ks: Sequence[int], dilations: Sequence[int], strides: Sequence
 
 def padded_extent(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
                   dilations: Sequence[int], out: Sequence[int], pb: Sequence[int]) -> list[int]:
-    """End padding needed so that every window (incl. a ceil_mode overhang) lies inside the array."""
+    """End padding so that every window (incl. a ceil_mode overhang) lies inside the array."""
     return [max((o - 1) * s + (k - 1) * d + 1 - b - i, 0)
             for i, k, s, d, o, b in zip(spatial, kernel, strides, dilations, out, pb)]
 

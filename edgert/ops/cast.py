@@ -1,7 +1,9 @@
-"""Cast: convert to the element type `to` (an onnx.TensorProto.DataType int, or a numpy dtype name).
+"""Cast: convert to the element type `to` (an onnx.TensorProto.DataType int, or a numpy
+dtype name).
 
 Float -> integer truncates toward zero (as C and ONNX Runtime); NaN / out-of-range values are
-undefined in ONNX and left to numpy.  string, bfloat16, float8 and 4-bit types raise UnsupportedOp."""
+undefined in ONNX and left to numpy.  string, bfloat16, float8 and 4-bit types raise
+UnsupportedOp."""
 from __future__ import annotations
 
 import numpy as np

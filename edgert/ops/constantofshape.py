@@ -1,7 +1,8 @@
 """ConstantOfShape: a tensor of the given shape (1-D int64 input) filled with `value`.
 
 `value` (ONNX: a one-element tensor attribute) is float32 0 when absent; in the IR it is a plain
-number (float -> float32, int -> int64), a one-element list, or {"dtype": name, "data": [x]}."""
+number with its numpy dtype name in `value_dtype` (what converters/onnx_import.py writes; without
+it float -> float32, int -> int64), a one-element list, or {"dtype": name, "data": [x]}."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,16 @@ class ConstantOfShape(Op):
     def __init__(self, node):
         super().__init__(node)
         v = self.attr("value")
-        self.value = np.zeros((), np.float32) if v is None else literal(self, v)
+        dt = self.attr("value_dtype")
+        if v is None:
+            self.value = np.zeros((), np.float32)
+        elif dt is not None:
+            try:
+                self.value = np.array(v, dtype=np.dtype(dt))
+            except TypeError:
+                raise fail(self, f"unknown value_dtype {dt!r}") from None
+        else:
+            self.value = literal(self, v)
         if self.value.size != 1:
             raise fail(self, f"value must have exactly one element, got {self.value.size}")
         self.value = self.value.reshape(())

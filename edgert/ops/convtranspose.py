@@ -38,8 +38,6 @@ class ConvTranspose(Op):
                 o = int(out_shape[-nd + i]) if out_shape else in_sp[i] * strides[i]
                 total = max(0, full - o)
                 head = total // 2 if self.auto_pad == "SAME_UPPER" else total - total // 2
-                if out_shape and self.auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
-                    head = total // 2        # ORT: NOTSET with output_shape pads more at the end
             elif self.auto_pad == "VALID":
                 head, o = 0, full
             else:

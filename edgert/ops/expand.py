@@ -1,4 +1,5 @@
-"""Expand: broadcast the input against `shape` (bidirectionally: the result may be larger than shape)."""
+"""Expand: broadcast the input against `shape` (bidirectionally: the result may be larger
+than `shape`)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,8 +1,6 @@
 """Identity: returns its input unchanged."""
 from __future__ import annotations
 
-import numpy as np
-
 from edgert.ops._util import need
 from edgert.ops.base import Op, register
 

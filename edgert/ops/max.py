@@ -1,4 +1,5 @@
-"""Max: elementwise maximum of one or more inputs with broadcasting (NaN propagates, as ONNX Runtime)."""
+"""Max: elementwise maximum of one or more inputs with broadcasting
+(NaN propagates, as ONNX Runtime)."""
 from __future__ import annotations
 
 import functools

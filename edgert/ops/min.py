@@ -1,4 +1,5 @@
-"""Min: elementwise minimum of one or more inputs with broadcasting (NaN propagates, as ONNX Runtime)."""
+"""Min: elementwise minimum of one or more inputs with broadcasting
+(NaN propagates, as ONNX Runtime)."""
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
-"""Range: start + i * delta for i in [0, max(ceil((limit - start) / delta), 0)), in the inputs' dtype."""
+"""Range: start + i * delta for i in [0, max(ceil((limit - start) / delta), 0)), in the
+inputs' dtype."""
 from __future__ import annotations
 
 import math

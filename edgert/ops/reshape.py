@@ -1,8 +1,6 @@
 """Reshape: 0 copies the input dim (unless allowzero=1, opset 14), -1 is inferred."""
 from __future__ import annotations
 
-import numpy as np
-
 from edgert.ops._util import fail, int_list, need, prod
 from edgert.ops.base import Op, register
 

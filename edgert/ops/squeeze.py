@@ -1,4 +1,5 @@
-"""Squeeze: drop size-1 axes: `axes` attribute (opset <13) or input (13+); none = every size-1 axis."""
+"""Squeeze: drop size-1 axes: `axes` attribute (opset <13) or input (13+); none = every
+size-1 axis."""
 from __future__ import annotations
 
 import numpy as np

@@ -13,5 +13,6 @@ class Tile(Op):
         x = need(self, x, "input")
         reps = int_list(self, need(self, repeats, "repeats"), "repeats")
         if len(reps) != x.ndim or any(r < 0 for r in reps):
-            raise fail(self, f"repeats {reps} must be {x.ndim} non-negative ints for shape {x.shape}")
+            raise fail(self, f"repeats {reps} must be {x.ndim} non-negative ints "
+                             f"for shape {x.shape}")
         return (np.tile(x, reps),)

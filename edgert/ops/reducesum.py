@@ -1,0 +1,24 @@
+"""ReduceSum: sum over `axes` (attribute before opset 13, optional input from 13 on).
+
+No axes (or an empty axes input) reduces every axis, unless noop_with_empty_axes=1, which
+returns the input unchanged.  keepdims defaults to 1."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.ops._reduce import reduce_axes
+from edgert.ops.base import Op, register
+
+
+def _reduce(op, x, ax, keep):
+    return np.sum(x, axis=ax, keepdims=keep, dtype=x.dtype)
+
+
+@register
+class ReduceSum(Op):
+    def run(self, x, axes=None):
+        x, ax = reduce_axes(self, x, axes)
+        if ax is None:
+            return (x.copy(),)
+        keep = bool(self.attr("keepdims", 1))
+        return (_reduce(self, x, ax, keep),)
