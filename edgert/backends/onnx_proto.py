@@ -74,8 +74,21 @@ def tensor_proto(name: str, arr: np.ndarray) -> bytes:
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     out = [_f_varint(1, d) for d in arr.shape]          # dims = 1 (repeated int64)
     out.append(_f_varint(2, dt))                         # data_type = 2
-    out.append(_f_str(8, name))                          # name = 8
+    if name:
+        out.append(_f_str(8, name))                      # name = 8
     out.append(_f_bytes(9, np.ascontiguousarray(arr).tobytes()))   # raw_data = 9
+    return b"".join(out)
+
+
+def external_tensor_proto(name: str, dtype: str, shape: Sequence[int], location: str) -> bytes:
+    """TensorProto whose data lives outside the model (external_data = 13 as key/value entries,
+    data_location = 14, EXTERNAL = 1).  The ORT backend supplies such tensors as OrtValues
+    (SessionOptions.add_external_initializers), so `location` is never opened."""
+    out = [_f_varint(1, d) for d in shape]
+    out.append(_f_varint(2, ONNX_DTYPE[np.dtype(dtype).name]))
+    out.append(_f_str(8, name))
+    out.append(_f_bytes(13, _f_str(1, "location") + _f_str(2, location)))  # StringStringEntryProto
+    out.append(_f_varint(14, 1))
     return b"".join(out)
 
 
@@ -132,8 +145,13 @@ def node_proto(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name
     return b"".join(out)
 
 
-def value_info_proto(name: str, dtype: str | int, shape: Sequence[int | str | None] | None) -> bytes:
-    """ValueInfoProto with TypeProto.tensor_type; shape None = unknown rank, a None dim = unknown dim."""
+def value_info_proto(name: str, dtype: str | int | None,
+                     shape: Sequence[int | str | None] | None) -> bytes:
+    """ValueInfoProto with TypeProto.tensor_type.
+
+    shape None = unknown rank; a None dim = unknown dim; dtype None = no type at all."""
+    if dtype is None:
+        return _f_str(1, name)
     elem = dtype if isinstance(dtype, int) else ONNX_DTYPE[np.dtype(dtype).name]
     tensor = [_f_varint(1, elem)]                          # TypeProto.Tensor.elem_type = 1
     if shape is not None:
@@ -203,10 +221,10 @@ class ModelBuilder:
     def initializer(self, name: str, arr: np.ndarray) -> None:
         self.initializers.append(tensor_proto(name, arr))
 
-    def input(self, name: str, dtype: str | int, shape: Sequence[int | str | None] | None) -> None:
+    def input(self, name: str, dtype: str | int | None, shape: Sequence[int | str | None] | None) -> None:
         self.inputs.append(value_info_proto(name, dtype, shape))
 
-    def output(self, name: str, dtype: str | int, shape: Sequence[int | str | None] | None) -> None:
+    def output(self, name: str, dtype: str | int | None, shape: Sequence[int | str | None] | None) -> None:
         self.outputs.append(value_info_proto(name, dtype, shape))
 
     def to_bytes(self) -> bytes:
