@@ -8,10 +8,10 @@ __version__ = "0.1.0"
 from edgert.errors import EdgertError  # noqa: E402
 
 
-def load(path, **kwargs):
-    """Load a package and prepare it on a backend; see edgert.runtime.load."""
+def load(path, options=None, **kwargs):
+    """Load a package and prepare it on a backend; see edgert.runtime.load and LoadOptions."""
     from edgert.runtime import load as _load
-    return _load(path, **kwargs)
+    return _load(path, options, **kwargs)
 
 
 __all__ = ["EdgertError", "load", "__version__"]

@@ -1,4 +1,4 @@
-"""Every constant of the `model.pkg` file format: the one place format facts live.
+r"""Every constant of the `model.pkg` file format: the one place format facts live.
 
 docs/format.md is the byte-level spec; the reader (edgert/package/reader.py), the writer
 (converters/package_writer.py) and the signer (edgert/package/signing.py) import these names and

@@ -1,0 +1,197 @@
+"""The convert pipeline: ONNX -> float IR (+ default passes) -> calibration -> quantization rewrite ->
+per-layer SQNR -> package, and the summary table.
+
+`quantize_model(graph, options, reader)` is the in-memory part (no files), `convert(src, out,
+options)` the whole pipeline.  Observer choice, measured on PP-OCRv4 det (W8A8, 160x160 rendered
+pages, 8 calibration / 4 test pages, prob-map IoU at 0.3): minmax 0.94, mse 0.86, percentile 0.86 --
+clipping the few outlier channels of its hardswish activations costs more than it saves."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converters.calibration import (CalibrationReader, CalibrationResult, ImageFolderReader,
+                                    RandomReader, calibrate, first_batches, make_capture_runner)
+from converters.observers import ObserverConfig
+from converters.options import ConvertOptions
+from converters.quantize import (QuantPlan, abits_range, layer_sqnr, plan_quantization,
+                                 quantize_graph)
+from edgert.errors import CalibrationError
+from edgert.ir import Graph, LayerInfo
+
+
+def make_reader(graph: Graph, options: ConvertOptions) -> CalibrationReader | None:
+    """The calibration data the options ask for: an image folder, random tensors, or none."""
+    if options.calib_dir is not None:
+        if len(graph.inputs) != 1:
+            raise CalibrationError(f"image calibration needs a single-input model; "
+                                   f"{graph.name} has {[vi.name for vi in graph.inputs]}")
+        return ImageFolderReader(options.calib_dir, options.preprocess, graph.inputs[0].name,
+                                 options.calib_count)
+    if options.calib_random > 0:
+        return RandomReader(graph.inputs, options.calib_random, options.seed)
+    return None
+
+
+@dataclass
+class QuantizeResult:
+    graph: Graph
+    plan: QuantPlan
+    calibration: CalibrationResult | None
+    sqnr: dict[str, float]
+    sqnr_s: float = 0.0
+
+
+def quantize_model(graph: Graph, options: ConvertOptions,
+                   reader: CalibrationReader | None = None) -> QuantizeResult:
+    """Calibrate and quantize a float graph in memory (graph.preprocess is set from the options)."""
+    qopts = options.quantize_options()
+    if options.preprocess is not None:
+        graph.preprocess = options.preprocess
+    plan = plan_quantization(graph, qopts)
+    names = plan.activation_names()
+    calib = None
+    if names:
+        if reader is None:
+            raise CalibrationError("activation quantization needs calibration data: give a "
+                                   "calibration folder (--calib-dir) or --calib-random N")
+        qmin, qmax = abits_range(qopts.abits)
+        calib = calibrate(graph, reader, names, options.observer,
+                          ObserverConfig(percentile=options.percentile),
+                          options.backend_for_calibration, options.progress, qmin, qmax)
+    qgraph = quantize_graph(graph, plan, calib.ranges if calib else {}, qopts)
+    sqnr: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if reader is not None and options.sqnr_batches > 0:
+        backend = calib.backend if calib else options.backend_for_calibration
+        _, run = make_capture_runner(graph, backend)
+        want = plan.sqnr_names(graph)
+        inputs = {vi.name for vi in graph.inputs}
+        captures = []
+        for feeds in first_batches(reader, options.sqnr_batches):
+            cap = run(feeds, want - inputs)
+            captures.append({**cap, **feeds})
+        sqnr = layer_sqnr(qgraph, plan, captures)
+    qgraph.metadata["quantization"] = {
+        "wbits": qopts.wbits, "abits": qopts.abits, "granularity": qopts.granularity,
+        "group_size": qopts.group_size, "method": qopts.method, "observer": options.observer,
+        "scale_dtype": qopts.scale_dtype, "sparsity": qopts.sparsity,
+        "nm": list(qopts.nm) if qopts.nm else None,
+        "calibration_batches": calib.batches if calib else 0}
+    return QuantizeResult(qgraph, plan, calib, sqnr, time.perf_counter() - t0)
+
+
+@dataclass
+class ConvertReport:
+    src_path: Path
+    out_path: Path
+    source_bytes: int
+    package_bytes: int
+    layers: list[LayerInfo]
+    calibration_s: float = 0.0
+    calibration_batches: int = 0
+    calibration_backend: str | None = None
+    sqnr_s: float = 0.0
+    total_s: float = 0.0
+    options: ConvertOptions = field(default_factory=ConvertOptions, repr=False)
+
+    @property
+    def ratio(self) -> float:
+        return self.source_bytes / self.package_bytes if self.package_bytes else 0.0
+
+    def rows(self) -> list[tuple[str, ...]]:
+        out = []
+        for li in self.layers:
+            kind = li.extra.get("kind", "")
+            bits = "fp32" if li.wbits is None else f"W{li.wbits}" + (
+                f"A{li.abits}" if li.abits else "")
+            gran = li.granularity or "-"
+            if li.group_size:
+                gran += f"/{li.group_size}"
+            fold = f"+{li.extra['fold']}" if "fold" in li.extra else ""
+            out.append((li.name, li.op + fold, kind, bits, gran, f"{li.sparsity:.0%}",
+                        f"{li.params:,}", "-" if li.sqnr_db is None else f"{li.sqnr_db:.1f}"))
+        return out
+
+    HEADER = ("layer", "op", "form", "bits", "scales", "zeros", "params", "SQNR dB")
+
+    def summary_lines(self) -> list[str]:
+        sq = [li.sqnr_db for li in self.layers if li.sqnr_db is not None]
+        lines = [f"source  {self.src_path}  {self.source_bytes:,} B",
+                 f"package {self.out_path}  {self.package_bytes:,} B  ({self.ratio:.2f}x smaller)",
+                 f"calibration: {self.calibration_batches} batches on "
+                 f"{self.calibration_backend or '-'} in {self.calibration_s:.1f} s; "
+                 f"SQNR pass {self.sqnr_s:.1f} s; total {self.total_s:.1f} s"]
+        if sq:
+            lines.append(f"SQNR dB: min {min(sq):.1f}, median {float(np.median(sq)):.1f}")
+        return lines
+
+    def format_table(self) -> str:
+        rows = [self.HEADER, *self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.HEADER))]
+        right = {5, 6, 7}
+        fmt = lambda r: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(r, widths)))
+        out = [fmt(rows[0]), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows[1:])]
+        return "\n".join(out + [""] + self.summary_lines())
+
+    def rich_table(self):
+        from rich.table import Table
+        t = Table(title=f"{self.src_path.name} -> {self.out_path.name}",
+                  caption="\n".join(self.summary_lines()))
+        for i, h in enumerate(self.HEADER):
+            t.add_column(h, justify="right" if i >= 5 else "left")
+        for r in self.rows():
+            t.add_row(*r)
+        return t
+
+    def to_json(self) -> dict:
+        return {"source": str(self.src_path), "package": str(self.out_path),
+                "source_bytes": self.source_bytes, "package_bytes": self.package_bytes,
+                "ratio": round(self.ratio, 3), "calibration_s": round(self.calibration_s, 3),
+                "calibration_batches": self.calibration_batches,
+                "calibration_backend": self.calibration_backend, "total_s": round(self.total_s, 3),
+                "layers": [{"name": li.name, "op": li.op, "wbits": li.wbits, "abits": li.abits,
+                            "granularity": li.granularity, "group_size": li.group_size,
+                            "sparsity": round(li.sparsity, 4), "params": li.params,
+                            "sqnr_db": li.sqnr_db, **li.extra} for li in self.layers]}
+
+
+def check_supported(graph) -> None:
+    """Every op must have a numpy reference implementation: the oracle defines what edgert runs."""
+    from edgert.errors import UnsupportedOp
+    from edgert.ops import known_ops
+    known = set(known_ops())
+    for node in graph.nodes:
+        if node.op not in known:
+            raise UnsupportedOp(f"op {node.op!r} (node {node.name!r}) is not supported by the edgert "
+                                f"runtime")
+
+
+def convert(src_path: str | Path, out_path: str | Path,
+            options: ConvertOptions | None = None) -> ConvertReport:
+    """ONNX file -> quantized edgert package; returns the summary."""
+    from converters.onnx_import import ImportOptions, import_onnx
+    from converters.package_writer import WriteOptions, write_package
+    options = options or ConvertOptions()
+    options.quantize_options()          # validate before any heavy work
+    t0 = time.perf_counter()
+    src, out = Path(src_path), Path(out_path)
+    graph = import_onnx(src, ImportOptions(input_shapes=dict(options.input_shapes) or None))
+    check_supported(graph)
+    reader = make_reader(graph, options)
+    result = quantize_model(graph, options, reader)
+    written = write_package(out, [result.graph], WriteOptions(compress=options.compress,
+                                                          signing_key=options.signing_key),
+                            producer={"tool": "edgert convert",
+                                      "quantization": result.graph.metadata["quantization"]})
+    calib = result.calibration
+    return ConvertReport(src_path=src, out_path=out, source_bytes=src.stat().st_size,
+                         package_bytes=int(written.size_bytes), layers=result.graph.layers,
+                         calibration_s=calib.seconds if calib else 0.0,
+                         calibration_batches=calib.batches if calib else 0,
+                         calibration_backend=calib.backend if calib else None,
+                         sqnr_s=result.sqnr_s, total_s=time.perf_counter() - t0, options=options)
