@@ -322,14 +322,28 @@ class Latency:
     mean_ms: float
     min_ms: float
     max_ms: float
+    block: int = 0                      # samples come in rounds of `block` (0: not interleaved)
     samples_ms: list[float] = field(repr=False, default_factory=list)
 
     @classmethod
-    def of(cls, samples_ms: Sequence[float]) -> "Latency":
+    def of(cls, samples_ms: Sequence[float], block: int = 0) -> "Latency":
         a = np.asarray(samples_ms, dtype=np.float64)
         return cls(n=int(a.size), p50_ms=float(np.percentile(a, 50)), p90_ms=float(np.percentile(a, 90)),
-                   mean_ms=float(a.mean()), min_ms=float(a.min()), max_ms=float(a.max()),
+                   mean_ms=float(a.mean()), min_ms=float(a.min()), max_ms=float(a.max()), block=block,
                    samples_ms=[round(float(x), 4) for x in a])
+
+    def round_medians(self) -> np.ndarray:
+        a = np.asarray(self.samples_ms)
+        return np.median(a.reshape(-1, self.block), axis=1) if self.block else a
+
+
+def paired_ratio(lat: Latency, base: Latency) -> float:
+    """Median over rounds of (this contestant's block median / the baseline's block median in the
+    same round): load that drifts between rounds cancels out of each pair."""
+    a, b = lat.round_medians(), base.round_medians()
+    if a.size != b.size or a.size == 0:
+        return float("nan")
+    return float(np.median(a / b))
 
 
 def time_interleaved(contestants: dict[str, Callable[[], Any]], *, rounds: int, block: int,
@@ -354,7 +368,7 @@ def time_interleaved(contestants: dict[str, Callable[[], Any]], *, rounds: int, 
                 t0 = time.perf_counter_ns()
                 fn()
                 samples[name].append((time.perf_counter_ns() - t0) / 1e6)
-    return {n: Latency.of(s) for n, s in samples.items()}
+    return {n: Latency.of(s, block) for n, s in samples.items()}
 
 
 def time_few(fn: Callable[[], Any], iters: int, warmup: int = 0) -> Latency:
@@ -407,6 +421,18 @@ def resize_pad_line(img: np.ndarray, height: int, width: int, pad_value: int = 1
     resized = np.asarray(Image.fromarray(img).resize((new_w, height), Image.BILINEAR), dtype=np.uint8)
     out = np.full((height, width, 3), pad_value, dtype=np.uint8)
     out[:, :new_w] = resized
+    return out
+
+
+def depthwise_convs(model: Path) -> list[str]:
+    """Names of the grouped Conv nodes (depthwise in PP-OCR's backbones) of an ONNX model."""
+    import onnx
+
+    m = onnx.load(str(model), load_external_data=False)
+    out = []
+    for n in m.graph.node:
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute):
+            out.append(n.name)
     return out
 
 
@@ -498,14 +524,31 @@ def checks_table(checks: Sequence[Check]) -> str:
 
 def latency_table(lat: dict[str, Latency], baseline: str, extra: dict[str, dict[str, str]] | None = None
                   ) -> str:
-    base = lat[baseline].p50_ms
+    b = lat[baseline]
     extra = extra or {}
     cols = list(dict.fromkeys(k for v in extra.values() for k in v))     # first-seen order
     rows = []
     for name, l in lat.items():
         rows.append([name, l.n, f"{l.p50_ms:.2f}", f"{l.p90_ms:.2f}", f"{l.min_ms:.2f}",
-                     f"{l.p50_ms / base:.3f}×"] + [extra.get(name, {}).get(c, "") for c in cols])
-    return md_table(["contestant", "n", "p50 ms", "p90 ms", "min ms", f"p50 / {baseline}"] + cols, rows)
+                     f"**{l.p50_ms / b.p50_ms:.3f}×**", f"{paired_ratio(l, b):.3f}×",
+                     f"{l.min_ms / b.min_ms:.3f}×"] + [extra.get(name, {}).get(c, "") for c in cols])
+    return md_table(["contestant", "n", "p50 ms", "p90 ms", "min ms", f"p50 / {baseline}",
+                     "paired ratio", "min ratio"] + cols, rows)
+
+
+def sqnr_lines(reports: dict[str, dict], k: int = 5) -> list[str]:
+    """The k layers with the lowest SQNR in each converter report (`ConvertReport.to_json()`)."""
+    worst = []
+    for label, rep in reports.items():
+        layers = [li for li in (rep or {}).get("layers", []) if li.get("sqnr_db") is not None]
+        layers.sort(key=lambda li: li["sqnr_db"])
+        if layers:
+            worst.append(f"- {label}: " + ", ".join(
+                f"{li['name']} ({li['op']}, W{li['wbits']}) {li['sqnr_db']:.1f} dB" for li in layers[:k])
+                + f"; median {np.median([li['sqnr_db'] for li in layers]):.1f} dB over "
+                f"{len(layers)} layers")
+    return (["lowest per-layer SQNR (converter's report, on calibration inputs):"] + worst + [""]
+            if worst else [])
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--eval-seed", type=int, default=98765)
     ap.add_argument("--ort-u8", action="store_true",
                     help="also build ORT int8 with u8 activations (ORT's fast x86 path without VNNI)")
+    ap.add_argument("--w4-dw8", action="store_true",
+                    help="diagnostic: also a W4A8 package whose depthwise convs keep 8-bit weights")
     ap.add_argument("--profile", action="store_true",
                     help="ORT profiler: time per op type for fp32, ORT int8 and edgert W8A8/W4A8")
     ap.add_argument("--workdir", help="keep models, packages and images here (default: a temp dir)")
@@ -137,13 +139,17 @@ def main() -> int:
     # ---- edgert packages
     pkgs: dict[str, Path] = {}
     convert_reports: dict[str, dict] = {}
-    for label, wbits in (("W8A8", 8), ("W4A8", 4)):
+    variants_e = [("W8A8", 8, {}), ("W4A8", 4, {})]
+    if args.w4_dw8:
+        variants_e.append(("W4A8-dw8", 4, {"layer_bits": {n: 8 for n in C.depthwise_convs(src)}}))
+    for label, wbits, extra in variants_e:
         name = f"edgert {label} ort"
         log(f"edgert convert {label} (calibrating on {len(calib_x)} pages)")
         try:
             report, secs = C.edgert_convert(
                 src, work / f"det.{label.lower()}.pkg", wbits=wbits, abits=8, calib_dir=calib_dir,
-                calib_count=len(calib_files), preprocess=pp, input_shapes={in_name: [1, 3, *SIZE]})
+                calib_count=len(calib_files), preprocess=pp, input_shapes={in_name: [1, 3, *SIZE]},
+                **extra)
             pkgs[label] = report.out_path
             build_s[name] = secs
             convert_reports[label] = report.to_json()
@@ -280,22 +286,19 @@ def report_markdown(res, lat, acc, sizes, oracle, base, args) -> str:
         C.Check("ORT int8 (anchor) mask IoU@0.3", iou(s8), ANCHOR_DOC["ort_int8_iou"], ">=", "{:.4f}",
                 note="ANCHORS.md figure"),
     ]
+    if "edgert W4A8-dw8 ort" in lat:
+        checks += [
+            C.Check("diagnostic: W4A8-dw8 mask IoU@0.3", iou("edgert W4A8-dw8 ort"), TARGETS["w4a8_iou"],
+                    ">=", "{:.4f}", note="W4A8 with 8-bit depthwise convs"),
+            C.Check("diagnostic: W4A8-dw8 package size", size("edgert W4A8-dw8 ort"), TARGETS["w4a8_mb"],
+                    "<=", "{:.3f}", " MB")]
     for lb in ("W8A8", "W4A8"):
         n = f"edgert {lb} ort"
         if n in lat and s8 in lat:
             checks.append(C.Check(f"edgert {lb} ort p50 / ORT int8", lat[n].p50_ms / lat[s8].p50_ms,
                                   1.0, "<=", "{:.3f}", "×", "beat ORT's own int8"))
     out += ["### targets", "", C.checks_table(checks), ""]
-    worst = []
-    for lb, rep in res.get("convert_reports", {}).items():
-        layers = [li for li in rep.get("layers", []) if li.get("sqnr_db") is not None]
-        layers.sort(key=lambda li: li["sqnr_db"])
-        if layers:
-            worst.append(f"- {lb}: " + ", ".join(
-                f"{li['name']} ({li['op']}, W{li['wbits']}) {li['sqnr_db']:.1f} dB" for li in layers[:5])
-                + f"; median {np.median([li['sqnr_db'] for li in layers]):.1f} dB over {len(layers)} layers")
-    if worst:
-        out += ["lowest per-layer SQNR (converter's report, on calibration pages):"] + worst + [""]
+    out += C.sqnr_lines(res.get("convert_reports", {}))
     if res["errors"]:
         out += ["### errors", ""] + [f"- {k}: {v}" for k, v in res["errors"].items()] + [""]
     if res.get("profiles"):

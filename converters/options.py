@@ -30,6 +30,11 @@ class QuantizeOptions:
     nm: tuple[int, int] | None = None   # N:M structured sparsity, e.g. (2, 4)
     midrise_2bit: bool = False          # 2-bit weights as ±1, ±3 levels instead of -1, 0, 1
     fold_activations: bool = True       # fold a Relu / Clip(0, c) only-consumer into the QLinear op
+    # Mixed precision when wbits < 8: depthwise convs and layers with at most `small_layer_params`
+    # weights stay at 8 bits.  They are a few % of the bytes but dominate the error (measured on
+    # PP-OCRv4 det W4A8 at 320x320: mask IoU 0.52 -> 0.90 for +6% package size).  "off" disables.
+    mixed_precision: str = "auto"       # "auto" | "off"
+    small_layer_params: int = 10000
 
     def validate(self) -> None:
         if not 1 <= self.wbits <= 8:
@@ -41,6 +46,8 @@ class QuantizeOptions:
                                   f"got {self.granularity!r}")
         if self.group_size < 1:
             raise ConversionError(f"group_size must be >= 1, got {self.group_size}")
+        if self.mixed_precision not in ("auto", "off"):
+            raise ConversionError(f"mixed_precision must be 'auto' or 'off', got {self.mixed_precision!r}")
         if self.scale_dtype not in SCALE_DTYPES:
             raise ConversionError(f"scale_dtype must be one of {SCALE_DTYPES}, "
                                   f"got {self.scale_dtype!r}")
@@ -72,13 +79,17 @@ class ConvertOptions:
     wbits: int = 8
     granularity: str = "channel"
     group_size: int = 128
-    method: str = "rtn_mse"
+    # "auto" = rtn_mse at >= 5 bits, plain rtn below: at 4 bits the weight-MSE-optimal clip cut
+    # channels the det model needs (IoU 0.86 vs 0.90 with rtn, measured at 320x320).
+    method: str = "auto"
     scale_dtype: str = "fp16"
     sparsity: float = 0.0
     nm: tuple[int, int] | None = None
     midrise_2bit: bool = False
     layer_bits: dict[str, int] = field(default_factory=dict)
     keep_float: set[str] = field(default_factory=set)
+    mixed_precision: str = "auto"       # see QuantizeOptions.mixed_precision
+    small_layer_params: int = 10000
     # activations / calibration
     abits: int | None = 8
     observer: str = "minmax"            # measured best on PP-OCRv4 det W8A8 (percentile / mse clip
@@ -98,10 +109,17 @@ class ConvertOptions:
     progress: bool = True
     signing_key: bytes | None = None     # raw Ed25519 private key: sign the package while writing
 
+    def resolved_method(self) -> str:
+        if self.method != "auto":
+            return self.method
+        return "rtn_mse" if self.wbits >= 5 else "rtn"
+
     def quantize_options(self) -> QuantizeOptions:
         q = QuantizeOptions(
             wbits=self.wbits, abits=self.abits, granularity=self.granularity,
-            group_size=self.group_size, method=self.method, layer_bits=dict(self.layer_bits),
+            group_size=self.group_size, method=self.resolved_method(),
+            layer_bits=dict(self.layer_bits), mixed_precision=self.mixed_precision,
+            small_layer_params=self.small_layer_params,
             keep_float=set(self.keep_float), scale_dtype=self.scale_dtype,
             sparsity=self.sparsity, nm=self.nm, midrise_2bit=self.midrise_2bit,
             fold_activations=self.fold_activations)

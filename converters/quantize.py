@@ -154,7 +154,13 @@ def plan_quantization(graph: Graph, options: QuantizeOptions) -> QuantPlan:
             lp.note = "shared weight"
             continue
         key = _match(options.layer_bits, node)
-        lp.wbits = int(options.layer_bits[key]) if key is not None else options.wbits
+        if key is not None:
+            lp.wbits = int(options.layer_bits[key])
+        elif _keep_8bit(node, w, options):
+            lp.wbits = 8
+            lp.note = "mixed precision: depthwise/small layer kept at 8 bits"
+        else:
+            lp.wbits = options.wbits
         _plan_layer(graph, lp, options)
         if lp.kind == QLINEAR and options.fold_activations:
             fold = _fold_candidate(graph, lp.output, consumers, graph_outputs)
@@ -162,6 +168,15 @@ def plan_quantization(graph: Graph, options: QuantizeOptions) -> QuantPlan:
                 lp.fold, lp.fold_max = fold
                 lp.output = lp.fold.outputs[0]
     return QuantPlan(layers)
+
+
+def _keep_8bit(node: Node, w: np.ndarray, options: QuantizeOptions) -> bool:
+    """The "auto" mixed-precision rule (see QuantizeOptions.mixed_precision)."""
+    if options.mixed_precision != "auto" or options.wbits >= 8:
+        return False
+    if w.size <= options.small_layer_params:
+        return True
+    return node.op == "Conv" and int(node.attrs.get("group", 1)) > 1 and w.shape[1] == 1
 
 
 def _plan_layer(graph: Graph, lp: LayerPlan, options: QuantizeOptions) -> None:

@@ -99,7 +99,11 @@ def main() -> None:
 @click.option("--granularity", type=click.Choice(["tensor", "channel", "group"]), default="channel",
               show_default=True)
 @click.option("--group-size", type=click.IntRange(8, 4096), default=128, show_default=True)
-@click.option("--method", default="rtn_mse", show_default=True, help="weight quantization method")
+@click.option("--method", default="auto", show_default=True,
+              help="weight quantization method: rtn | rtn_mse (auto: rtn_mse at >= 5 bits, else rtn)")
+@click.option("--mixed", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="below 8 bits, keep depthwise and small layers (--small-layer-params) at 8 bits")
+@click.option("--small-layer-params", type=click.IntRange(0), default=10000, show_default=True)
 @click.option("--observer", default=None, help="activation observer (minmax|percentile|mse)")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=Path), help="folder of calibration images")
 @click.option("--calib-random", type=click.IntRange(0, 10000), default=0,
@@ -119,7 +123,8 @@ def main() -> None:
 @click.option("--sign-key", type=click.Path(path_type=Path), default=None, help="Ed25519 private key")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def convert(source, output, wbits, abits, granularity, group_size, method, observer, calib_dir,
+def convert(source, output, wbits, abits, granularity, group_size, method, mixed, small_layer_params,
+            observer, calib_dir,
             calib_random, calib_count, layer_bits, keep_float, size, mean, std, channels, layout,
             scale_dtype, sparsity, nm, compress, sign_key, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package."""
@@ -148,6 +153,7 @@ def convert(source, output, wbits, abits, granularity, group_size, method, obser
         signing_key = load_private_key(sign_key)
     opts = ConvertOptions(
         wbits=wbits, abits=abits, granularity=granularity, group_size=group_size, method=method,
+        mixed_precision=mixed, small_layer_params=small_layer_params,
         calib_dir=calib_dir, calib_random=calib_random, calib_count=calib_count,
         layer_bits=_layer_bits(layer_bits),
         keep_float=set(filter(None, (keep_float or "").split(","))), scale_dtype=scale_dtype,

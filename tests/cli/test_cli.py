@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from edgert.cli import main
 
-SIZE = "96x128"
+SIZE = "160x160"   # text on rendered pages is legible at this size (smaller maps are near-empty)
 
 
 def invoke(*args: str):
@@ -30,7 +30,7 @@ def assert_one_line_error(res, *needles: str):
 def calib_dir(tmp_path_factory) -> Path:
     from converters.synthetic import write_calibration_folder
     d = tmp_path_factory.mktemp("calib")
-    write_calibration_folder(d, 3, seed=3, kind="page")
+    write_calibration_folder(d, 3, seed=3, kind="page", size=(160, 160))
     return d
 
 
@@ -51,7 +51,7 @@ def det_pkg(det_model, calib_dir, tmp_path_factory) -> Path:
 def page(tmp_path_factory) -> Path:
     from converters.synthetic import write_calibration_folder
     d = tmp_path_factory.mktemp("page")
-    write_calibration_folder(d, 1, seed=77, kind="page")
+    write_calibration_folder(d, 1, seed=77, kind="page", size=(160, 160))
     return next(d.iterdir())
 
 
@@ -64,7 +64,7 @@ def test_inspect_text_and_json(det_pkg):
     assert info["size_bytes"] == det_pkg.stat().st_size
     layers = info["models"][0]["layers"]
     assert layers and any(L.get("wbits") == 4 for L in layers)
-    assert info["models"][0]["preprocess"]["size"] == [96, 128]
+    assert info["models"][0]["preprocess"]["size"] == [160, 160]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "ort"])
@@ -75,7 +75,7 @@ def test_run_image_writes_npy_json_png(det_pkg, page, tmp_path, backend):
     npys = list(out.glob("*.npy"))
     assert len(npys) == 1
     prob = np.load(npys[0])
-    assert prob.shape == (1, 1, 96, 128) and 0.0 <= prob.min() and prob.max() <= 1.0
+    assert prob.shape == (1, 1, 160, 160) and 0.0 <= prob.min() and prob.max() <= 1.0
     assert list(out.glob("*.png")), "a probability map gets a PNG"
     summary = json.loads((out / "result.json").read_text())
     assert summary["backend"] == backend
@@ -87,10 +87,11 @@ def test_backends_agree_on_page(det_pkg, page, tmp_path):
         d = tmp_path / backend
         assert invoke("run", det_pkg, "--input", page, "--out", d, "--backend", backend).exit_code == 0
         outs[backend] = np.load(next(d.glob("*.npy")))
+    assert np.abs(outs["numpy"] - outs["ort"]).mean() < 0.02
     a, b = outs["numpy"] > 0.3, outs["ort"] > 0.3
-    union = (a | b).sum()
-    iou = (a & b).sum() / union if union else 1.0
-    assert iou >= 0.95, iou
+    assert a.sum() > 100, "the page must produce a non-trivial text map"
+    iou = (a & b).sum() / (a | b).sum()
+    assert iou >= 0.9, iou   # int8 layers agree within 1 LSB each; differences compound over ~60 layers
 
 
 def test_bench_json(det_pkg):
@@ -98,7 +99,7 @@ def test_bench_json(det_pkg):
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
     assert r["iters"] == 2 and r["latency_ms"]["p50"] > 0 and r["package_bytes"] == det_pkg.stat().st_size
-    assert r["input_shapes"]["x"] == [1, 3, 96, 128]
+    assert r["input_shapes"]["x"] == [1, 3, 160, 160]
     res = invoke("bench", det_pkg, "--backend", "ort", "--warmup", 1, "--iters", 3)
     assert res.exit_code == 0 and "p99" in res.output
 
@@ -129,9 +130,9 @@ def test_corrupt_and_truncated_package(det_pkg, tmp_path):
 
 def test_wrong_input_shape_and_dtype(det_pkg, tmp_path):
     x = tmp_path / "x.npy"
-    np.save(x, np.zeros((1, 4, 96, 128), np.float32))
+    np.save(x, np.zeros((1, 4, 160, 160), np.float32))
     assert_one_line_error(invoke("run", det_pkg, "--input", x, "--backend", "numpy"), "dim 1")
-    np.save(x, np.zeros((3, 96, 128), np.float32))
+    np.save(x, np.zeros((3, 160, 160), np.float32))
     assert_one_line_error(invoke("run", det_pkg, "--input", x, "--backend", "ort"), "rank")
     np.save(x, np.array(["a"]))
     assert_one_line_error(invoke("run", det_pkg, "--input", x), "dtype")

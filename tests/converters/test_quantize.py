@@ -238,7 +238,7 @@ def test_sparsity_encodings_and_layer_info():
 
 def test_one_bit_weights_use_midrise():
     g = conv_graph()
-    _, q, data = run_quant(g, QuantizeOptions(wbits=1, abits=None))
+    _, q, data = run_quant(g, QuantizeOptions(wbits=1, abits=None, mixed_precision="off"))
     assert q.encodings["w1__q"].scheme == "midrise" and q.encodings["w1__q"].bits == 1
     assert set(np.unique(q.initializers["w1__q"])) == {-1, 1}
 
@@ -254,3 +254,29 @@ def test_layer_sqnr_on_captured_floats():
     plan4, q4, _ = run_quant(g, QuantizeOptions(wbits=3, abits=4))
     s4 = layer_sqnr(q4, plan4, caps)
     assert all(s4[k] < s8[k] for k in s8)
+
+
+def test_mixed_precision_auto_keeps_depthwise_and_small_layers_at_8_bits(det_model):
+    from converters.onnx_import import import_onnx
+    from converters.options import QuantizeOptions
+    from converters.quantize import plan_quantization
+
+    g = import_onnx(det_model)
+    auto = {lp.name: lp for lp in plan_quantization(g, QuantizeOptions(wbits=4)).layers}
+    off = {lp.name: lp for lp in plan_quantization(g, QuantizeOptions(wbits=4, mixed_precision="off")).layers}
+    assert all(lp.wbits == 4 for lp in off.values() if lp.wbits)
+    promoted = [n for n, lp in auto.items() if lp.wbits == 8]
+    assert promoted and len(promoted) < len(auto)
+    for name in promoted:
+        node = auto[name].node
+        w = g.initializers[node.inputs[1]]
+        assert w.size <= 10000 or int(node.attrs.get("group", 1)) > 1
+        assert "mixed precision" in auto[name].note
+    big = [n for n, lp in auto.items() if g.initializers[lp.node.inputs[1]].size > 10000
+           and int(lp.node.attrs.get("group", 1)) == 1]
+    assert big and all(auto[n].wbits == 4 for n in big)
+    # an explicit per-layer override wins over the policy
+    pinned = plan_quantization(g, QuantizeOptions(wbits=4, layer_bits={promoted[0]: 3}))
+    assert {lp.name: lp.wbits for lp in pinned.layers}[promoted[0]] == 3
+    # at 8 bits the policy does nothing
+    assert all(lp.wbits == 8 for lp in plan_quantization(g, QuantizeOptions(wbits=8)).layers if lp.wbits)
