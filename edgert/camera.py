@@ -1,6 +1,7 @@
 """`edgert run --camera`: grab frames from a camera (OpenCV), preprocess as recorded, run, report."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -11,6 +12,8 @@ from edgert.errors import InputError
 
 
 def open_camera(index: int):
+    # OpenCV logs its own multi-line probe errors to stderr; edgert reports one line instead.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     try:
         import cv2
     except ImportError:
