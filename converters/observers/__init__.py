@@ -6,48 +6,25 @@ tensor's int8 scale / zero point are computed from (`qparams_from_range`).
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from converters.observers.base import (Observer, ObserverConfig, StreamingHistogram,
                                        qparams_from_range)
 from edgert.errors import ConversionError
+from edgert.registry import Registry
 
-_REGISTRY: dict[str, type[Observer]] = {}
-_DISCOVERED = False
+_OBSERVERS: Registry[Observer] = Registry("observer", __name__, ConversionError)
 
 
 def register_observer(cls: type[Observer]) -> type[Observer]:
-    if not cls.name:
-        raise RuntimeError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise RuntimeError(f"observer {cls.name} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base" and not mod.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
-    _DISCOVERED = True
+    return _OBSERVERS.register(cls.name, cls)
 
 
 def known_observers() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
+    return _OBSERVERS.known()
 
 
 def get_observer(name: str) -> type[Observer]:
     """The observer class registered as `name`; unknown names raise ConversionError listing the known."""
-    _discover()
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ConversionError(f"unknown observer {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return cls
+    return _OBSERVERS.lookup(name)
 
 
 def make_observer(name: str, config: ObserverConfig | None = None) -> Observer:

@@ -6,17 +6,14 @@ Omitted optional inputs arrive as None.  Ops are pure functions of their inputs.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any, ClassVar
 
 import numpy as np
 
 from edgert.errors import UnsupportedOp
 from edgert.ir import Node
+from edgert.registry import Registry
 
-_REGISTRY: dict[str, type["Op"]] = {}
-_DISCOVERED = False
 
 
 class Op:
@@ -33,36 +30,18 @@ class Op:
         raise NotImplementedError(f"{type(self).__name__}.run")
 
 
+_OPS = Registry("op", "edgert.ops", UnsupportedOp)
+
+
 def register(cls: type[Op]) -> type[Op]:
-    name = cls.op_type or cls.__name__
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise RuntimeError(f"op {name} registered twice")
-    cls.op_type = name
-    _REGISTRY[name] = cls
-    return cls
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    import edgert.ops as pkg
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name != "base" and not mod.name.startswith("_"):
-            importlib.import_module(f"edgert.ops.{mod.name}")
-    _DISCOVERED = True
+    cls.op_type = cls.op_type or cls.__name__
+    return _OPS.register(cls.op_type, cls)
 
 
 def known_ops() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
+    return _OPS.known()
 
 
 def get_op(node: Node) -> Op:
     """Instantiate the op for `node`; unknown ops raise UnsupportedOp naming the op and the node."""
-    _discover()
-    cls = _REGISTRY.get(node.op)
-    if cls is None:
-        raise UnsupportedOp(f"unknown op {node.op!r} in node {node.name!r} "
-                            f"(numpy backend knows: {', '.join(sorted(_REGISTRY))})")
-    return cls(node)
+    return _OPS.lookup(node.op, f" in node {node.name!r} (numpy backend)")(node)
