@@ -1,7 +1,10 @@
 """Axes handling shared by the Reduce* ops (not an op module)."""
 from __future__ import annotations
 
+import numpy as np
+
 from edgert.ops._util import int_list, need, norm_axes
+from edgert.ops.base import Op
 
 
 def reduce_axes(op, x, axes_input):
@@ -13,3 +16,17 @@ def reduce_axes(op, x, axes_input):
             return x, None
         return x, tuple(range(x.ndim))
     return x, tuple(norm_axes(op, ax, x.ndim))
+
+
+class ReduceOp(Op):
+    """Shared run() of the Reduce* ops: axes from attr or input, noop / all-axes rules, keepdims.
+    Subclasses implement `reduce(x, axes, keepdims)`."""
+
+    def reduce(self, x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__}.reduce")
+
+    def run(self, x, axes=None):
+        x, ax = reduce_axes(self, x, axes)
+        if ax is None:
+            return (x.copy(),)
+        return (self.reduce(x, ax, bool(self.attr("keepdims", 1))),)

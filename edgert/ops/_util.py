@@ -2,8 +2,9 @@
 out of op discovery).  Every check raises InputError naming the node, per docs/design.md."""
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -143,3 +144,13 @@ def padded_extent(spatial: Sequence[int], kernel: Sequence[int], strides: Sequen
 
 def prod(xs: Sequence[int]) -> int:
     return math.prod(int(x) for x in xs)
+
+
+def variadic(op: Any, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], xs: Sequence) -> np.ndarray:
+    """Fold a binary elementwise numpy function over 1+ inputs with broadcasting (Max, Min, Sum...)."""
+    if not xs or any(x is None for x in xs):
+        raise fail(op, "needs at least one input and no omitted inputs")
+    arrays = [np.asarray(x) for x in xs]
+    same_dtype(op, *arrays)
+    shape = broadcast_shape(op, *(a.shape for a in arrays))
+    return np.array(np.broadcast_to(functools.reduce(fn, arrays), shape))

@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgert.ops._reduce import reduce_axes
+from edgert.ops._reduce import ReduceOp
 from edgert.ops._util import fail
-from edgert.ops.base import Op, register
-
-
-def _reduce(op, x, ax, keep):
-    if x.size == 0:
-        raise fail(op, f"cannot take the max of an empty tensor (shape {x.shape})")
-    return np.max(x, axis=ax, keepdims=keep)
+from edgert.ops.base import register
 
 
 @register
-class ReduceMax(Op):
-    def run(self, x, axes=None):
-        x, ax = reduce_axes(self, x, axes)
-        if ax is None:
-            return (x.copy(),)
-        keep = bool(self.attr("keepdims", 1))
-        return (_reduce(self, x, ax, keep),)
+class ReduceMax(ReduceOp):
+    def reduce(self, x, axes, keepdims):
+        if x.size == 0:
+            raise fail(self, f"cannot take the max of an empty tensor (shape {x.shape})")
+        return np.max(x, axis=axes, keepdims=keepdims)

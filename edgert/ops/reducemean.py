@@ -6,21 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgert.ops._reduce import reduce_axes
-from edgert.ops.base import Op, register
-
-
-def _reduce(op, x, ax, keep):
-    if np.issubdtype(x.dtype, np.floating):
-        return np.mean(x, axis=ax, keepdims=keep, dtype=x.dtype)
-    return np.mean(x, axis=ax, keepdims=keep).astype(x.dtype)
+from edgert.ops._reduce import ReduceOp
+from edgert.ops.base import register
 
 
 @register
-class ReduceMean(Op):
-    def run(self, x, axes=None):
-        x, ax = reduce_axes(self, x, axes)
-        if ax is None:
-            return (x.copy(),)
-        keep = bool(self.attr("keepdims", 1))
-        return (_reduce(self, x, ax, keep),)
+class ReduceMean(ReduceOp):
+    def reduce(self, x, axes, keepdims):
+        if np.issubdtype(x.dtype, np.floating):
+            return np.mean(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+        return np.mean(x, axis=axes, keepdims=keepdims).astype(x.dtype)

@@ -6,19 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgert.ops._reduce import reduce_axes
-from edgert.ops.base import Op, register
-
-
-def _reduce(op, x, ax, keep):
-    return np.sum(x, axis=ax, keepdims=keep, dtype=x.dtype)
+from edgert.ops._reduce import ReduceOp
+from edgert.ops.base import register
 
 
 @register
-class ReduceSum(Op):
-    def run(self, x, axes=None):
-        x, ax = reduce_axes(self, x, axes)
-        if ax is None:
-            return (x.copy(),)
-        keep = bool(self.attr("keepdims", 1))
-        return (_reduce(self, x, ax, keep),)
+class ReduceSum(ReduceOp):
+    def reduce(self, x, axes, keepdims):
+        return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
