@@ -269,17 +269,10 @@ def write_package(path: str | os.PathLike, graphs: list[Graph], options: WriteOp
                 f.write(F.SECTION_ENTRY.pack(s.name.encode("ascii"), int(s.kind), int(s.codec), 0, s.offset,
                                              s.stored_bytes, s.raw_bytes, s.sha256, bytes(16)))
             f.flush()
-            f.seek(0)
-            h = hashlib.sha256()
-            left = body_len
-            while left:
-                chunk = f.read(min(left, 1 << 20))
-                if not chunk:
-                    raise PackageError(f"{path}: short read while hashing the temp file")
-                h.update(chunk)
-                left -= len(chunk)
-            digest = h.digest()
             from edgert.package import signing
+            digest = signing.sha256_of_prefix(f, body_len)
+            if digest is None:
+                raise PackageError(f"{path}: short read while hashing the temp file")
             pub = sig = None
             if options.signing_key is not None:
                 pub, sig = signing.sign_digest(options.signing_key, body_len, digest)

@@ -104,16 +104,7 @@ def sign_package(path: str | os.PathLike, private_key_raw: bytes) -> bytes:
             f.write(footer)
             f.truncate(body_length + F.FOOTER_SIZE)
             # The copy must still be the body we hashed (another writer could have replaced `path`).
-            f.seek(0)
-            h = hashlib.sha256()
-            left = body_length
-            while left:
-                chunk = f.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                h.update(chunk)
-                left -= len(chunk)
-            if h.digest() != digest:
+            if sha256_of_prefix(f, body_length) != digest:
                 raise PackageError(f"{path}: file changed while signing")
             f.flush()
             os.fsync(f.fileno())
@@ -161,39 +152,48 @@ def _hex_key(data: bytes) -> bytes | None:
     return None
 
 
-def load_private_key(path: str | os.PathLike) -> bytes:
-    """Raw 32-byte Ed25519 private key from a raw, hex or PEM (PKCS#8, unencrypted) key file."""
-    data = _read_key_file(path, "Ed25519 private key")
+def _load_key(path: str | os.PathLike, private: bool) -> bytes:
+    """Raw 32-byte Ed25519 key from a raw, hex or PEM key file (PKCS#8 unencrypted / SubjectPublicKeyInfo)."""
+    what = "private" if private else "public"
+    data = _read_key_file(path, f"Ed25519 {what} key")
     if len(data) == 32:
         return data
     if (raw := _hex_key(data)) is not None:
         return raw
     c = crypto()
     try:
-        key = c.serialization.load_pem_private_key(data, password=None)
+        key = (c.serialization.load_pem_private_key(data, password=None) if private
+               else c.serialization.load_pem_public_key(data))
     except (ValueError, TypeError) as e:
-        raise PackageError(f"{os.fspath(path)}: not a raw, hex or PEM Ed25519 private key ({e})") from e
-    if not isinstance(key, c.Ed25519PrivateKey):
+        raise PackageError(f"{os.fspath(path)}: not a raw, hex or PEM Ed25519 {what} key ({e})") from e
+    if not isinstance(key, c.Ed25519PrivateKey if private else c.Ed25519PublicKey):
         raise PackageError(f"{os.fspath(path)}: PEM key is not Ed25519")
-    return key.private_bytes(c.serialization.Encoding.Raw, c.serialization.PrivateFormat.Raw,
-                             c.serialization.NoEncryption())
+    if private:
+        return key.private_bytes(c.serialization.Encoding.Raw, c.serialization.PrivateFormat.Raw,
+                                 c.serialization.NoEncryption())
+    return key.public_bytes(c.serialization.Encoding.Raw, c.serialization.PublicFormat.Raw)
+
+
+def load_private_key(path: str | os.PathLike) -> bytes:
+    return _load_key(path, private=True)
 
 
 def load_public_key(path: str | os.PathLike) -> bytes:
-    """Raw 32-byte Ed25519 public key from a raw, hex or PEM (SubjectPublicKeyInfo) key file."""
-    data = _read_key_file(path, "Ed25519 public key")
-    if len(data) == 32:
-        return data
-    if (raw := _hex_key(data)) is not None:
-        return raw
-    c = crypto()
-    try:
-        key = c.serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as e:
-        raise PackageError(f"{os.fspath(path)}: not a raw, hex or PEM Ed25519 public key ({e})") from e
-    if not isinstance(key, c.Ed25519PublicKey):
-        raise PackageError(f"{os.fspath(path)}: PEM key is not Ed25519")
-    return key.public_bytes(c.serialization.Encoding.Raw, c.serialization.PublicFormat.Raw)
+    return _load_key(path, private=False)
+
+
+def sha256_of_prefix(f, length: int) -> bytes | None:
+    """SHA-256 of the first `length` bytes of an open binary file (from offset 0); None if it is shorter."""
+    f.seek(0)
+    h = hashlib.sha256()
+    left = length
+    while left:
+        chunk = f.read(min(left, 1 << 20))
+        if not chunk:
+            return None
+        h.update(chunk)
+        left -= len(chunk)
+    return h.digest()
 
 
 def save_private_key(path: str | os.PathLike, private_key_raw: bytes) -> None:
