@@ -569,3 +569,23 @@ def write_json(path: str | Path, obj: Any) -> None:
 def mb(n_bytes: int | float) -> float:
     """Megabytes as 10^6 bytes (the unit of the size targets)."""
     return n_bytes / 1e6
+
+
+def open_workdir(workdir: str | None, prefix: str) -> tuple[Path, Callable[[], None]]:
+    """(folder, cleanup): `workdir` kept as given, else a temporary folder that cleanup() removes."""
+    if workdir:
+        work = Path(workdir)
+        work.mkdir(parents=True, exist_ok=True)
+        return work, lambda: None
+    import tempfile
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    return Path(tmp.name), tmp.cleanup
+
+
+def run_record(script: str, args: Any, targets: dict, **extra: Any) -> dict[str, Any]:
+    """The JSON record every benchmark starts from: machine, load, config, targets."""
+    machine = machine_info(args.threads)
+    machine["loadavg_start"] = os.getloadavg()
+    return {"script": script, "quick": args.quick, "machine": machine,
+            "config": {k: v for k, v in vars(args).items() if k != "json"}, "targets": targets,
+            **extra, "errors": {}}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -92,18 +91,9 @@ def main() -> int:
     from edgert.preprocess import preprocess_file
 
     t_start = time.perf_counter()
-    tmp = None
-    if args.workdir:
-        work = Path(args.workdir)
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="edgert-ocrdet-")
-        work = Path(tmp.name)
-    machine = C.machine_info(args.threads)
-    machine["loadavg_start"] = os.getloadavg()
-    res: dict = {"script": "benchmarks/ocr_det.py", "quick": args.quick, "machine": machine,
-                 "config": {k: v for k, v in vars(args).items() if k != "json"}, "targets": TARGETS,
-                 "anchor_doc": ANCHOR_DOC, "errors": {}}
+    work, cleanup = C.open_workdir(args.workdir, "edgert-ocrdet-")
+    res = C.run_record("benchmarks/ocr_det.py", args, TARGETS, anchor_doc=ANCHOR_DOC)
+    machine = res["machine"]
 
     # ---- inputs: rendered pages, calibration and evaluation from different seeds
     src = C.model_path("det", args.model)
@@ -238,8 +228,7 @@ def main() -> int:
     if args.json:
         C.write_json(args.json, res)
         log(f"raw numbers -> {args.json}")
-    if tmp is not None:
-        tmp.cleanup()
+    cleanup()
     return 0
 
 
@@ -307,7 +296,7 @@ def report_markdown(res, lat, acc, sizes, oracle, base, args) -> str:
             out.append(f"**{n}**: " + ", ".join(f"{r['op']} {r['ms']:.1f} ({r['share']:.0%})"
                                                  for r in rows))
         out.append("")
-    out.append(f"build times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res["build_s"].items())
+    out.append("build times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res["build_s"].items())
                + f"; whole run {res['wall_s']:.0f} s")
     return "\n".join(out)
 

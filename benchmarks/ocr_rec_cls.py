@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -101,18 +100,9 @@ def main() -> int:
     from edgert.preprocess import preprocess_array
 
     t_start = time.perf_counter()
-    tmp = None
-    if args.workdir:
-        work = Path(args.workdir)
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="edgert-ocrrec-")
-        work = Path(tmp.name)
-    machine = C.machine_info(args.threads)
-    machine["loadavg_start"] = os.getloadavg()
-    res: dict = {"script": "benchmarks/ocr_rec_cls.py", "quick": args.quick, "machine": machine,
-                 "config": {k: v for k, v in vars(args).items() if k != "json"}, "targets": TARGETS,
-                 "errors": {}, "models": {}}
+    work, cleanup = C.open_workdir(args.workdir, "edgert-ocrrec-")
+    res = C.run_record("benchmarks/ocr_rec_cls.py", args, TARGETS, models={})
+    machine = res["machine"]
     srcs = {"rec": C.model_path("rec", args.rec_model), "cls": C.model_path("cls", args.cls_model)}
     charset = C.rec_charset(srcs["rec"])
 
@@ -212,8 +202,7 @@ def main() -> int:
     if args.json:
         C.write_json(args.json, res)
         log(f"raw numbers -> {args.json}")
-    if tmp is not None:
-        tmp.cleanup()
+    cleanup()
     return 0
 
 
