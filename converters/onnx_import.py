@@ -270,7 +270,9 @@ def _dims_of(type_proto: Any) -> list[Dim] | None:
     for d in tt.shape.dim:
         if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(int(d.dim_value))
-        elif d.HasField("dim_param") and d.dim_param:
+        elif d.HasField("dim_param") and d.dim_param and d.dim_param != "?":
+            # a named dim is shared by every tensor using the name; "?" is an exporter's
+            # spelling of "unknown" (the cls model has two of them that differ)
             dims.append(d.dim_param)
         else:
             dims.append(None)       # unknown (also exporters' dim_value -1)

@@ -133,7 +133,7 @@ def convert(source, output, wbits, abits, granularity, group_size, method, mixed
 
     if not source.is_file():
         raise CliError(f"source model not found: {source}")
-    if calib_dir is None and not calib_random and abits < 16:
+    if calib_dir is None and not calib_random:
         raise CliError("activation quantization needs calibration data: --calib DIR or --calib-random N")
     nm_pair = None
     if nm:

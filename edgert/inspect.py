@@ -8,7 +8,7 @@ import numpy as np
 
 
 def _section(s) -> dict:
-    d = dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(vars(s))
+    d = dataclasses.asdict(s)
     for k, v in list(d.items()):
         if isinstance(v, (bytes, bytearray)):
             d[k] = v.hex()
@@ -21,18 +21,18 @@ def _scale_stats(graph, layer) -> dict | None:
     w = layer.weight
     if not w:
         return None
-    for cand in (f"{w}__scale", f"{w}_scale"):
-        s = graph.initializers.get(cand)
-        if s is not None:
-            s = np.asarray(s, dtype=np.float32)
-            return {"tensor": cand, "count": int(s.size), "min": float(s.min()), "max": float(s.max())}
-    return None
+    name = f"{w}__scale"          # docs/design.md naming
+    s = graph.initializers.get(name)
+    if s is None:
+        return None
+    s = np.asarray(s, dtype=np.float32)
+    return {"tensor": name, "count": int(s.size), "min": float(s.min()), "max": float(s.max())}
 
 
 def describe(pkg) -> dict:
     info = {
         "file": str(pkg.path), "size_bytes": int(pkg.size_bytes), "sha256": pkg.file_sha256,
-        "signed": bool(pkg.signed), "format": pkg.manifest.get("format_version", pkg.manifest.get("format")),
+        "signed": bool(pkg.signed), "format": pkg.manifest["format_version"],
         "producer": pkg.manifest.get("producer"),
         "sections": [_section(s) for s in pkg.sections], "models": [],
     }
@@ -45,7 +45,7 @@ def describe(pkg) -> dict:
             sc = _scale_stats(g, L)
             if sc:
                 row["scales"] = sc
-            enc = g.encodings.get(f"{L.weight}__q") or g.encodings.get(L.weight or "")
+            enc = g.encodings.get(f"{L.weight}__q")
             if enc is not None:
                 row["encoding"] = dataclasses.asdict(enc)
             layers.append(row)
@@ -71,12 +71,9 @@ def format_description(info: dict, layers: bool = True) -> str:
            f"format   {info['format']}   signed {'yes' if info['signed'] else 'no'}   "
            f"producer {info.get('producer')}", "", "sections:"]
     for s in info["sections"]:
-        name = s.get("name")
-        stored = s.get("stored_length", s.get("stored_bytes", s.get("length")))
-        raw = s.get("raw_length", s.get("raw_bytes"))
-        digest = str(s.get("sha256", ""))[:16]
-        out.append(f"  {name:<24} {str(s.get('kind', '')):<10} {str(s.get('codec', '')):<6} "
-                   f"{stored:>12,} B stored  {raw if raw is not None else '':>12} B raw  sha256 {digest}…")
+        name = s["name"]
+        out.append(f"  {name:<24} {s['kind']:<10} {s['codec']:<6} {s['stored_bytes']:>12,} B stored  "
+                   f"{s['raw_bytes']:>12,} B raw  sha256 {s['sha256'][:16]}…")
     for m in info["models"]:
         out += ["", f"model {m['name']!r}: {m['nodes']} nodes, {m['parameters']:,} parameters"]
         for v in m["inputs"]:

@@ -35,7 +35,7 @@ def _check_feed(vi: ValueInfo, arr: np.ndarray, dims: dict[str, int]) -> np.ndar
         if isinstance(d, int) and d >= 0 and d != got:
             raise InputError(f"input {vi.name!r} dim {i} must be {d} {_fmt(vi.shape)}, "
                              f"got shape {tuple(arr.shape)}")
-        if isinstance(d, str) and d and d != "?":     # "?" is an anonymous dim, not a shared name
+        if isinstance(d, str) and d:
             if dims.setdefault(d, got) != got:
                 raise InputError(f"input {vi.name!r} dim {i} ({d}) is {got} but another input "
                                  f"fixed it to {dims[d]}")
