@@ -343,3 +343,20 @@ def test_softmax_legacy_opset_semantics_match_oracle(opset):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     sums = ref.reshape(2, -1).sum(1) if opset < 13 else ref.sum(1)
     np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
+
+
+def test_numpy_backend_precomputes_constant_nodes_once():
+    """Weight-only DequantizeLinear on an initializer runs at prepare time, not on every run."""
+    from edgert.ir import Graph as _G, Node as _N, ValueInfo as _V
+    rng = np.random.default_rng(0)
+    wq = rng.integers(-7, 8, size=(8, 4)).astype(np.int8)
+    g = _G("g", [_V("x", "float32", [2, 8])], [_V("y", "float32", [2, 4])],
+           [_N("DequantizeLinear", "dq", ["wq", "ws"], ["w"], {}),
+            _N("MatMul", "mm", ["x", "w"], ["y"], {})],
+           {"wq": wq, "ws": np.array(0.5, np.float32)})
+    exe = get_backend("numpy").prepare(g, BackendOptions())
+    assert [n.op for n, _ in exe._live] == ["MatMul"]
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    out = exe.run({"x": x}, capture={"w"})
+    np.testing.assert_allclose(out["w"], wq.astype(np.float32) * 0.5)
+    np.testing.assert_allclose(out["y"], x @ (wq.astype(np.float32) * 0.5), rtol=1e-6)
