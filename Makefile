@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/int8_gemm.py
 	$(BIN)/python benchmarks/ocr_det.py
+	$(BIN)/python benchmarks/agent_overhead.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

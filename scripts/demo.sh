@@ -22,4 +22,28 @@ edgert run "$OUT/det.pkg" --input "$PAGE" --out "$OUT/run"
 echo "== edgert bench (ort, then the numpy oracle)"
 edgert bench "$OUT/det.pkg" --backend ort --threads 2 --warmup 3 --iters 20
 edgert bench "$OUT/det.pkg" --backend numpy --warmup 1 --iters 3
+echo "== on-device agent + fleet monitor on the embedded broker (one machine, no broker configured)"
+PORT=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+edgert fleet broker --port "$PORT" > "$OUT/broker.log" 2>&1 &
+BROKER=$!
+trap 'kill $BROKER 2>/dev/null || true' EXIT
+for _ in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+edgert fleet monitor --broker "mqtt://127.0.0.1:$PORT" --fleet demo --json --interval 2 --duration 12 \
+  > "$OUT/fleet.jsonl" &
+MON=$!
+edgert agent --broker "mqtt://127.0.0.1:$PORT" --fleet demo --device-id demo-box --package "$OUT/det.pkg" \
+  --source "images:$OUT/pages" --rate 5 --spool "$OUT/agent/spool.db" --summary-interval 2 --duration 8
+wait $MON
+python - "$OUT/fleet.jsonl" <<'PY'
+import json, sys
+snaps = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+for snap in snaps:
+    for d in snap["devices"]:
+        if d.get("p50_ms") is not None and d["status"] == "online":
+            last = d
+print(f"fleet monitor saw {last['device']}: p50 {last['p50_ms']:.1f} ms, p99 {last['p99_ms']:.1f} ms, "
+      f"J/inference {last['j_per_inference']} (estimated: {last['energy_estimated']}), "
+      f"{last['seq_received']} messages, {last['seq_missing']} missing")
+PY
+kill $BROKER 2>/dev/null || true
 echo "demo done: outputs in $OUT/"

@@ -34,3 +34,28 @@ def rec_model(rapidocr_models) -> Path:
 @pytest.fixture(scope="session")
 def cls_model(rapidocr_models) -> Path:
     return rapidocr_models / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+
+
+# -- a real Mosquitto broker (tests/mqtt_broker.py) ------------------------------------------------
+# tests/ has no __init__.py: helpers are imported by module name (`from mqtt_broker import Mosquitto`),
+# as tests/package does with pkg_helpers.  pytest's default import mode already puts tests/ on
+# sys.path for this conftest; inserting it here keeps that true under --import-mode=importlib too.
+import sys as _sys
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in _sys.path:
+    _sys.path.insert(0, _TESTS_DIR)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A started anonymous Mosquitto on a free loopback port, in tmp_path; stopped afterwards."""
+    from mqtt_broker import Mosquitto, require_mosquitto
+
+    require_mosquitto()
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -22,3 +22,10 @@ def test_import_edgert_is_cheap():
 def test_numpy_runtime_does_not_import_converter_code():
     mods = _imported_after("import edgert.runtime, edgert.backends.numpy_ref, edgert.package")
     assert not (mods & (HEAVY - {"zstandard"}))
+
+
+def test_devices_imports_are_cheap():
+    """`import devices` and every sensor module: no psutil, smbus2 or numpy at import time."""
+    mods = _imported_after("import devices, devices.meter, devices.thermal, devices.sensors\n"
+                           "devices.sensors.sensor_names()")      # imports every sensor module
+    assert not (mods & {"psutil", "smbus2", "numpy", "onnx", "onnxruntime"})

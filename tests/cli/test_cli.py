@@ -6,24 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from edgert.cli import main
+from cli_helpers import assert_one_line_error, invoke
 
 SIZE = "160x160"   # text on rendered pages is legible at this size (smaller maps are near-empty)
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(res, *needles: str):
-    assert res.exit_code == 2, res.output
-    text = res.output.strip()
-    assert "Traceback" not in text
-    assert text.startswith("error:") and len(text.splitlines()) == 1, text
-    for n in needles:
-        assert n in text, text
 
 
 @pytest.fixture(scope="module")

@@ -324,5 +324,13 @@ def verify(package, key):
     click.echo(f"ok: {package} sha256 {pkg.file_sha256} signed, all section hashes match")
 
 
+from edgert.cli.agent import agent as _agent_command  # noqa: E402
+
+main.add_command(_agent_command)
+
+from edgert.cli.fleet import fleet as _fleet_group  # noqa: E402
+
+main.add_command(_fleet_group)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,1 @@
+"""Fleet side of edgert: the broker and the monitor that devices report to."""
