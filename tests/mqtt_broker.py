@@ -75,7 +75,8 @@ class Mosquitto:
 
     def __init__(self, workdir: Path, port: int | None = None, acl: str | None = None,
                  users: dict[str, str] | None = None, persistence: bool = True, extra_conf: str = "",
-                 *, password_file: Path | None = None, config_text: str | None = None) -> None:
+                 *, password_file: Path | None = None, config_text: str | None = None,
+                 max_queued_messages: int = 10000) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise MosquittoError("mosquitto is not installed (apt-get install -y mosquitto)")
@@ -90,6 +91,7 @@ class Mosquitto:
         self.persistence = persistence
         self.extra_conf = extra_conf
         self.config_text = config_text
+        self.max_queued_messages = max_queued_messages  # per client; 0 = unlimited
         if config_text is not None and port is None:
             raise MosquittoError("config_text needs the port of its listener")
         self.conf_path = self.workdir / "mosquitto.conf"
@@ -135,6 +137,9 @@ class Mosquitto:
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "connection_messages true",
             "log_timestamp true",
+            # As deploy/mosquitto/mosquitto.conf: the default (1000) drops QoS 1 messages for a Python
+            # subscriber that falls behind a burst ("Outgoing messages are being dropped" in the log).
+            f"max_queued_messages {self.max_queued_messages}",
         ]
         password_file = self.password_file
         if self.users:

@@ -202,7 +202,20 @@ class Agent:
 
     def run(self, duration_s: float | None = None, max_inferences: int | None = None) -> AgentReport:
         """Set up, run until stop()/duration/count, shut down cleanly.  Set-up errors propagate."""
-        self.setup()
+        self.start()
+        return self.serve(duration_s, max_inferences)
+
+    def start(self) -> "Agent":
+        """Set up everything; on failure release what was opened and re-raise."""
+        try:
+            self.setup()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def serve(self, duration_s: float | None = None, max_inferences: int | None = None) -> AgentReport:
+        """The inference loop of a started agent, then a clean shutdown."""
         try:
             self._loop(duration_s, max_inferences)
         finally:
@@ -237,21 +250,23 @@ class Agent:
                     self._stop.wait(delay)
 
     def shutdown(self) -> None:
+        """Flush, say goodbye, release everything (safe to call twice, or after a failed set-up)."""
         if self.recorder is not None:
             self.recorder.stop()
             if self.recorder.records_total:
                 self.recorder.summarize()
             self.recorder.event("stopping", True, f"agent stopping after {self.report.inferences} inferences")
+            self.recorder = None
         if self.link is not None:
             self.link.stop(drain_s=2.0)
         if self.meter is not None:
             self.meter.close()         # stops the sampler and closes the sensors (tegrastats, I2C)
-        if self.source is not None:
-            self.source.close()
-        if self.session is not None:
-            self.session.close()
-        if self.spool is not None:
-            self.spool.close()
+            self.meter = None
+        for name in ("source", "session", "spool"):
+            thing = getattr(self, name)
+            if thing is not None:
+                thing.close()
+                setattr(self, name, None)
 
     def _error(self, message: str) -> None:
         self.report.errors += 1

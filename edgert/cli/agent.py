@@ -47,9 +47,11 @@ def agent(config_path, duration, max_inferences, **flags):
 
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        runner.start()
         click.echo(f"edgert agent: device {cfg.device()} fleet {cfg.fleet} -> {cfg.broker} "
-                   f"(spool {cfg.spool})", err=True)
-        report = runner.run(duration_s=duration, max_inferences=max_inferences)
+                   f"(spool {cfg.spool}), package {runner.session.package.file_sha256[:12]} on "
+                   f"{runner.session.backend}", err=True)
+        report = runner.serve(duration_s=duration, max_inferences=max_inferences)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

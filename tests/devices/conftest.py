@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from devices_fakes import FakeClock
+from device_trees import FakeClock
 
 
 @pytest.fixture

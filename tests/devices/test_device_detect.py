@@ -4,7 +4,7 @@ import json
 import platform
 
 import pytest
-from devices_fakes import (build_agx_orin_jp5, build_nano_jp4, build_orin_nano_jp6, build_pi4, build_pi5,
+from device_trees import (build_agx_orin_jp5, build_nano_jp4, build_orin_nano_jp6, build_pi4, build_pi5,
                            build_x86_rapl, build_xavier_nx_jp4)
 
 from devices import DeviceInfo, detect

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from devices_fakes import ORIN_NANO_HWMON, build_orin_nano_jp6, build_x86_rapl
+from device_trees import ORIN_NANO_HWMON, build_orin_nano_jp6, build_x86_rapl
 
 from devices.meter import EnergyMeter, EnergyWindow
 from devices.sensors import open_sensor

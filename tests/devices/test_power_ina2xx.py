@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from devices_fakes import build_pi4, write
+from device_trees import build_pi4, write
 
 from devices.sensors import open_sensor, probe_all
 from devices.sensors.ina2xx import Ina219Calibration, Ina2xx

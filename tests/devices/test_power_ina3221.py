@@ -3,7 +3,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from devices_fakes import (ORIN_NANO_HWMON, build_agx_orin_jp5, build_nano_jp4, build_orin_nano_jp6,
+from device_trees import (ORIN_NANO_HWMON, build_agx_orin_jp5, build_nano_jp4, build_orin_nano_jp6,
                            build_xavier_nx_jp4)
 
 from devices.sensors import open_sensor

@@ -4,7 +4,7 @@ import builtins
 import os
 
 import pytest
-from devices_fakes import build_x86_rapl, write
+from device_trees import build_x86_rapl, write
 
 import devices._sysfs
 from devices.sensors import open_sensor

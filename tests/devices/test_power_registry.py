@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from devices_fakes import build_agx_orin_jp5, build_nano_jp4, build_orin_nano_jp6, build_pi4, build_x86_rapl
+from device_trees import build_agx_orin_jp5, build_nano_jp4, build_orin_nano_jp6, build_pi4, build_x86_rapl
 
 from devices.sensors import open_sensor, probe_all, sensor_class, sensor_names
 from devices.sensors.tegrastats import LineSource

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from devices_fakes import build_pi4, build_pi5
+from device_trees import build_pi4, build_pi5
 
 from devices.sensors import open_sensor, probe_all
 from devices.sensors.rpi5_pmic import Rpi5Pmic, parse_pmic_adc, pmic_rails_mw

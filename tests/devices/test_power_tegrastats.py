@@ -4,7 +4,7 @@ from __future__ import annotations
 import queue
 
 import pytest
-from devices_fakes import build_orin_nano_jp6
+from device_trees import build_orin_nano_jp6
 
 from devices.sensors import open_sensor
 from devices.sensors.tegrastats import (LineSource, Tegrastats, parse_tegrastats_line,

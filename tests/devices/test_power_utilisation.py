@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from devices_fakes import build_orin_nano_jp6, build_pi4, build_x86_rapl
+from device_trees import build_orin_nano_jp6, build_pi4, build_x86_rapl
 
 from devices.sensors import open_sensor
 from devices.sensors.utilisation import DEFAULT_MODELS, PowerModel, Utilisation

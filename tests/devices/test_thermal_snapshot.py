@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from devices_fakes import (build_nano_jp4, build_orin_nano_jp6, build_pi4, build_pi5, build_x86_rapl,
+from device_trees import (build_nano_jp4, build_orin_nano_jp6, build_pi4, build_pi5, build_x86_rapl,
                            thermal_zone, write)
 
 from devices.thermal import ThermalSnapshot, decode_throttled, read_thermal
