@@ -184,9 +184,5 @@ def broker(host, port):
     from edgert.fleet.broker import EmbeddedBroker
 
     server = EmbeddedBroker(host, port)
-    server.start()  # bind first, so the line below is only printed when it is true
-    click.echo(f"embedded broker listening on mqtt://{host}:{port}")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.stop()
+    # the line is printed only once the port is bound, so it is true when a script reads it
+    server.serve_forever(on_ready=lambda: click.echo(f"embedded broker listening on mqtt://{host}:{port}"))

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import Callable
 
 from edgert.errors import TelemetryError
 
@@ -98,14 +99,19 @@ class EmbeddedBroker:
         if thread.is_alive():
             raise TelemetryError(f"embedded broker on {self.host}:{self.port} did not stop within {timeout_s:g} s")
 
-    def serve_forever(self) -> None:
-        """Run until SIGINT or SIGTERM, then shut down cleanly.  Call from the main thread."""
+    def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGINT or SIGTERM, then shut down cleanly.  Call from the main thread.
+
+        The signal handlers go in before the broker starts, so there is no window in which a SIGTERM
+        kills the process uncleanly; ``on_ready`` runs once the port accepts connections."""
         stop = threading.Event()
         previous = {}
         if threading.current_thread() is threading.main_thread():  # signal.signal() only works there
             previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            if on_ready is not None:
+                on_ready()
             # wait() with a timeout so signal handlers run promptly and a dead broker thread ends us
             while not stop.wait(0.5) and self.running:
                 pass
