@@ -110,3 +110,12 @@ def test_config_file_and_flags(tmp_path):
     cfgfile.write_text('[agent\n')
     with pytest.raises(InputError, match="not valid TOML"):
         load_config(cfgfile)
+
+
+def test_the_shipped_example_config_loads():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
+    cfg = load_config(example)
+    assert cfg.spool == "/var/lib/edgert/spool.db" and cfg.store_dir == Path("/var/lib/edgert/packages")
+    assert cfg.broker.startswith("mqtt://")
