@@ -9,7 +9,6 @@ Heavy imports (onnx, onnxruntime, the converter) happen inside the functions tha
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -49,11 +48,8 @@ def model_path(kind: str, override: str | None = None) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from edgert.eval.submission import sha256_file as _sha256_file   # the one streaming file hash
+    return _sha256_file(path)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -49,18 +49,31 @@ def preprocess_array(img: np.ndarray, pp: Preprocess) -> np.ndarray:
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise InputError(f"expected an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
     img = _resize(img, target_size(img.shape[:2], pp))
+    if pp.channels in ("rgb", "bgr"):
+        return _normalize_lut(img, pp)
     x = img.astype(np.float32) * np.float32(1.0 / 255.0)
-    if pp.channels == "bgr":
-        x = x[:, :, ::-1]
-    elif pp.channels == "gray":
-        x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
-    c = x.shape[2]
-    mean = np.asarray(pp.mean[:c], np.float32)
-    std = np.asarray(pp.std[:c], np.float32)
-    x = (x - mean) / std
+    x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]   # gray
+    x = (x - np.float32(pp.mean[0])) / np.float32(pp.std[0])
     if pp.layout == "nchw":
         x = x.transpose(2, 0, 1)
     return np.ascontiguousarray(x[None], dtype=np.float32)
+
+
+def _normalize_lut(img: np.ndarray, pp: Preprocess) -> np.ndarray:
+    """Scale, normalise and lay out in one gather per channel: a uint8 pixel has only 256 values, so
+    (v / 255 - mean) / std is a 256-entry table (the same float32 arithmetic, bit for bit)."""
+    h, w, _ = img.shape
+    order = (2, 1, 0) if pp.channels == "bgr" else (0, 1, 2)
+    v = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)
+    nchw = pp.layout == "nchw"
+    out = np.empty((1, 3, h, w) if nchw else (1, h, w, 3), np.float32)
+    for c, src in enumerate(order):
+        lut = (v - np.float32(pp.mean[c])) / np.float32(pp.std[c])
+        if nchw:
+            np.take(lut, img[:, :, src], out=out[0, c])
+        else:
+            out[0, :, :, c] = lut[img[:, :, src]]
+    return out
 
 
 def preprocess_file(path: str | Path, pp: Preprocess) -> np.ndarray:

@@ -7,7 +7,6 @@ inference: a broker that is down only makes the spool grow (bounded, see docs/te
 """
 from __future__ import annotations
 
-import platform
 import queue
 import threading
 import time
@@ -21,6 +20,7 @@ from edgert.telemetry import schema
 from edgert.telemetry.link import Link, LinkOptions
 from edgert.telemetry.recorder import Probes, Recorder, RecorderOptions
 from edgert.telemetry.spool import Spool, SpoolOptions
+from edgert.versions import versions
 
 MAX_ERROR_EVENTS_PER_MIN = 6
 
@@ -33,24 +33,6 @@ class AgentReport:
     deploys: int = 0
     last_error: str = ""
     extra: dict = field(default_factory=dict)
-
-
-def _versions() -> dict[str, str]:
-    import numpy
-
-    import edgert
-
-    out = {"edgert": edgert.__version__, "python": platform.python_version(), "numpy": numpy.__version__}
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-        for dist in ("onnxruntime", "paho-mqtt"):
-            try:
-                out[dist] = version(dist)
-            except PackageNotFoundError:
-                pass
-    except ImportError:  # pragma: no cover
-        pass
-    return out
 
 
 class Agent:
@@ -151,7 +133,7 @@ class Agent:
         meter = self.meter
         return {**schema.header("birth", self.fleet, self.device, _now_ms()), "bdseq": bdseq,
                 "device_info": detect(self.root).to_json(), "package": self._package_info(),
-                "backend": self.session.backend if self.session else None, "versions": _versions(),
+                "backend": self.session.backend if self.session else None, "versions": versions("onnxruntime", "paho-mqtt"),
                 "sensor": None if meter is None else {"name": meter.active_sensor.name,
                                                       "estimated": bool(meter.estimated)},
                 "rate_hz": self.cfg.rate_hz, "summary_interval_s": self.cfg.summary_interval_s}

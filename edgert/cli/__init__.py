@@ -332,5 +332,9 @@ from edgert.cli.fleet import fleet as _fleet_group  # noqa: E402
 
 main.add_command(_fleet_group)
 
+from edgert.cli.eval import eval_group as _eval_group  # noqa: E402
+
+main.add_command(_eval_group, name="eval")
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from edgert.errors import TelemetryError
 from edgert.telemetry import schema, topics
-from edgert.telemetry.mqtt import BrokerOptions, make_client, parse_broker_url
+from edgert.telemetry.mqtt import BrokerOptions, connect_client
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,8 @@ class FleetState:
     def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         parts = topics.parse_topic(topic)
         if parts is None:
+            if topics.is_service_topic(topic):
+                return  # fleet services (eval jobs) share the fleet's topic space; not device telemetry
             if topic.startswith(f"{topics.PREFIX}/{topics.VERSION}/"):
                 with self._lock:
                     self._unknown(f"{topic}: not an edgert v1 topic (edgert/v1/<fleet>/<device>/<kind>)")
@@ -544,53 +546,6 @@ def command_payload(cmd: dict) -> dict:
     return payload
 
 
-def _reason(e: OSError) -> str:
-    text = e.strerror or str(e) or type(e).__name__
-    return text[:1].lower() + text[1:]
-
-
-def connect(broker: BrokerOptions, client_id: str, clean_session: bool = True, timeout_s: float = 10.0,
-            on_connected: Callable[[Any], None] | None = None):
-    """A connected paho client with its network thread running, or TelemetryError with a one-line reason.
-
-    ``on_connected(client)`` runs in paho's thread after every successful CONNACK (so subscriptions
-    are renewed on reconnect).  Reconnects after the first connection are automatic (1 to 30 s)."""
-    addr = parse_broker_url(broker.url)
-    client = make_client(broker, client_id, clean_session=clean_session)
-    answered = threading.Event()
-    refused: list[str] = []
-
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            refused.append(str(reason_code).lower())
-            log.warning("broker %s refused the connection: %s", broker.url, reason_code)
-        else:
-            refused.clear()
-            if on_connected is not None:
-                on_connected(client)
-        answered.set()
-
-    def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
-        if answered.is_set() and not refused:
-            log.info("lost the broker %s (%s); reconnecting", broker.url, reason_code)
-
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
-    client.reconnect_delay_set(1, 30)
-    client.connect_timeout = timeout_s
-    try:
-        client.connect(addr.host, addr.port, keepalive=broker.keepalive_s)
-    except OSError as e:  # refused, unreachable, unknown host, TLS handshake (ssl.SSLError is an OSError)
-        raise TelemetryError(f"cannot connect to broker {broker.url}: {_reason(e)}") from None
-    client.loop_start()
-    if not answered.wait(timeout_s) or refused:
-        why = (f"refused the connection: {refused[0]}" if refused
-               else f"did not answer within {timeout_s:g} s")
-        _close(client)
-        raise TelemetryError(f"broker {broker.url} {why}")
-    return client
-
-
 def _close(client) -> None:
     client.disconnect()
     client.loop_stop()
@@ -601,7 +556,7 @@ def publish_command(broker: BrokerOptions, fleet: str, device: str, cmd: dict,
     """Connect, publish one command QoS 1, wait for the broker's PUBACK, disconnect.  Returns the payload."""
     payload = command_payload(cmd)
     name = topics.topic(fleet, device, "cmd")
-    client = connect(broker, f"edgert-cmd-{uuid.uuid4().hex[:12]}", timeout_s=timeout_s)
+    client = connect_client(broker, f"edgert-cmd-{uuid.uuid4().hex[:12]}", timeout_s=timeout_s)
     try:
         _publish(client, broker, name, payload, timeout_s)
     finally:
@@ -650,7 +605,7 @@ class FleetMonitor:
             client.subscribe(self.subscription, qos=1)
 
         deadline = time.monotonic() + timeout_s
-        client = connect(self.broker, client_id, clean_session=not self.opts.persistent,
+        client = connect_client(self.broker, client_id, clean_session=not self.opts.persistent,
                          timeout_s=timeout_s, on_connected=subscribe)
         if not self._subscribed.wait(max(0.0, deadline - time.monotonic())) or self._sub_refused:
             _close(client)

@@ -65,7 +65,7 @@ class Link:
                  on_command: Callable[[dict], None] | None = None,
                  on_bad_command: Callable[[str], None] | None = None):
         topics.check_id(opts.fleet, "fleet")
-        topics.check_id(opts.device, "device id")
+        topics.check_device_id(opts.device)
         self.addr = parse_broker_url(opts.broker.url)   # bad url: fail now, not in the thread
         paho()                                            # paho missing: fail now, not in the thread
         self.opts = opts

@@ -1,15 +1,20 @@
 """Broker address and credentials -> a configured paho-mqtt 2.x client (imported only here)."""
 from __future__ import annotations
 
+import logging
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from edgert.errors import TelemetryError
 
 DEFAULT_PORT = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"   # where `edgert fleet broker` listens
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,4 +91,58 @@ def make_client(opts: BrokerOptions, client_id: str, clean_session: bool = True)
                            keyfile=opts.tls_key or None, cert_reqs=ssl.CERT_REQUIRED)
         except (ssl.SSLError, ValueError, OSError) as e:
             raise TelemetryError(f"TLS setup failed: {e}") from None
+    return client
+
+
+def _reason(e: OSError) -> str:
+    text = e.strerror or str(e) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
+def connect_client(broker: BrokerOptions, client_id: str, *, clean_session: bool = True,
+                   on_connected: Callable[[Any], None] | None = None, will: tuple[str, bytes] | None = None,
+                   timeout_s: float = 10.0):
+    """A connected paho client with its network thread running, or TelemetryError with a one-line reason.
+
+    ``on_connected(client)`` runs in paho's thread after every accepted CONNACK, so subscriptions (and
+    a retained online state) are renewed on each reconnect; paho reconnects by itself (1 to 30 s).
+    ``will`` is a (topic, payload) Last Will, published retained with QoS 1."""
+    addr = parse_broker_url(broker.url)
+    client = make_client(broker, client_id, clean_session=clean_session)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    answered = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            refused.append(str(reason_code).lower())
+            log.warning("broker %s refused the connection: %s", broker.url, reason_code)
+        else:
+            refused.clear()
+            if on_connected is not None:
+                try:
+                    on_connected(client)
+                except Exception:   # noqa: BLE001 - an exception here would end paho's network thread
+                    log.exception("on_connect handler failed")
+        answered.set()
+
+    def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
+        if answered.is_set() and not refused:
+            log.info("lost the broker %s (%s); reconnecting", broker.url, reason_code)
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.reconnect_delay_set(1, 30)
+    client.connect_timeout = timeout_s
+    try:
+        client.connect(addr.host, addr.port, keepalive=broker.keepalive_s)
+    except OSError as e:  # refused, unreachable, unknown host, TLS handshake (ssl.SSLError is an OSError)
+        raise TelemetryError(f"cannot connect to broker {broker.url}: {_reason(e)}") from None
+    client.loop_start()
+    if not answered.wait(timeout_s) or refused:
+        why = f"refused the connection: {refused[0]}" if refused else f"did not answer within {timeout_s:g} s"
+        client.disconnect()
+        client.loop_stop()
+        raise TelemetryError(f"broker {broker.url} {why}")
     return client

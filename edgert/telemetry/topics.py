@@ -14,6 +14,9 @@ VERSION = "v1"
 KINDS = ("birth", "state", "telemetry", "event", "death", "cmd")
 DEVICE_KINDS = ("birth", "state", "telemetry", "event", "death")  # what a device may publish
 MAX_ID_LEN = 64
+# fleet-level services live beside the devices: edgert/v1/<fleet>/eval/... (edgert/eval/fleet.py);
+# a device may not take such a name, and telemetry subscribers skip those topics
+SERVICE_LEVELS = ("eval",)
 
 _FORBIDDEN = set("/+#$") | {"\x00"}
 
@@ -37,10 +40,22 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+def check_device_id(value: str) -> str:
+    check_id(value, "device id")
+    if value in SERVICE_LEVELS:
+        raise TelemetryError(f"device id {value!r} is reserved for fleet services")
+    return value
+
+
+def is_service_topic(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) >= 4 and parts[0] == PREFIX and parts[1] == VERSION and parts[3] in SERVICE_LEVELS
+
+
 def topic(fleet: str, device: str, kind: str) -> str:
     if kind not in KINDS:
         raise TelemetryError(f"unknown topic kind {kind!r}; known: {', '.join(KINDS)}")
-    return f"{PREFIX}/{VERSION}/{check_id(fleet, 'fleet')}/{check_id(device, 'device id')}/{kind}"
+    return f"{PREFIX}/{VERSION}/{check_id(fleet, 'fleet')}/{check_device_id(device)}/{kind}"
 
 
 def subscription(fleet: str = "+", device: str = "+", kind: str = "+") -> str:
@@ -58,6 +73,6 @@ def parse_topic(name: str) -> TopicParts | None:
     parts = name.split("/")
     if len(parts) != 5 or parts[0] != PREFIX or parts[1] != VERSION or parts[4] not in KINDS:
         return None
-    if not parts[2] or not parts[3]:
+    if not parts[2] or not parts[3] or parts[3] in SERVICE_LEVELS:
         return None
     return TopicParts(parts[2], parts[3], parts[4])

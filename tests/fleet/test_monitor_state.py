@@ -432,3 +432,12 @@ def test_snapshot_json_shape_and_totals(fs):
     dev = doc["devices"][1]
     assert dev["p50_ms"] == 4.0 and dev["j_per_inference"] == 0.25 and dev["temp_c"] == 55.0
     assert doc["alerts"][0]["kind"] == "seq_gap"
+
+
+def test_fleet_service_topics_are_not_devices():
+    st = FleetState()
+    st.on_message("edgert/v1/f1/eval/jobs", b'{"v":1,"job_id":1}')
+    snap = st.snapshot()
+    assert snap.devices == [] and snap.totals["malformed"] == 0 and snap.alerts == []
+    with pytest.raises(TelemetryError, match="reserved"):
+        topics.topic("f1", "eval", "birth")
