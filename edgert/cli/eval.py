@@ -108,6 +108,13 @@ def _limits(timeout_s, memory_mb, cpu_s):
     return Limits(timeout_s=timeout_s, address_space_mb=memory_mb, cpu_time_s=cpu_s)
 
 
+def _check_dataset(dataset: Path, opts) -> None:
+    """The referee's data is checked here, before any child runs: a broken dataset is the harness's
+    problem (an error now), never a submission's verdict."""
+    from edgert.eval.dataset import open_dataset
+    open_dataset(dataset, opts.task, opts.classes, check="full")
+
+
 def _summary_line(record: dict) -> str:
     m, t, s = record["metrics"], record["timing"], record["score"]
     acc = f"Dice {m['dice_mean']:.4f}  mIoU {m['miou']:.4f}" if "dice_mean" in m else f"top-1 {m['top1']:.4f}"
@@ -134,6 +141,7 @@ def run_cmd(submission, dataset, as_json, report_dir, no_isolation, timeout_s, m
     opts = _build_options(**kw)
     if not submission.is_file():
         raise EvalError(f"submission not found: {submission}")
+    _check_dataset(dataset, opts)
     if no_isolation:
         from edgert.eval.harness import evaluate
 
@@ -210,8 +218,7 @@ def serve(queue_dir, dataset, timeout_s, memory_mb, cpu_s, once, poll_s, **kw):
     from edgert.eval.queue import EvalQueue, QueueOptions
     from edgert.eval.queue import serve as serve_queue
 
-    if not Path(dataset).is_dir():
-        raise EvalError(f"dataset not found: {dataset}")
+    _check_dataset(dataset, _build_options(**kw))
     queue = EvalQueue(QueueOptions(queue_dir))
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -6,7 +6,6 @@ result the way child.py does (temp file + rename).  Namespace checks skip where 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sys
@@ -299,3 +298,13 @@ def test_isolation_available_is_cached_and_complete():
     a = isolation_available()
     assert set(a) == {"rlimits", "netns", "ro_dataset"} and a["rlimits"] is True
     assert isolation_available() == a
+
+
+def test_falls_back_and_says_what_was_not_applied(tmp_path, req, monkeypatch):
+    import edgert.eval.isolation as iso
+    monkeypatch.setattr(iso, "_probed", {"rlimits": True, "netns": False, "ro_dataset": False})
+    verdict, rec = run_isolated(req, Limits(timeout_s=20), argv=stand_in(tmp_path, OK_CHILD))
+    assert verdict.status == "ok"
+    assert verdict.reason == "isolation not applied: netns, ro-dataset"
+    assert {"netns=unavailable", "ro-dataset=unavailable", "rlimit-as=8192MB"} <= set(verdict.isolation)
+    assert "netns" not in verdict.isolation and rec["limits"]["nofile"] == 256
