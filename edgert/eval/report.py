@@ -18,6 +18,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from edgert.errors import EvalError
+
 # A fixed 14-colour palette (matplotlib's tab10, then the light halves of tab20's first four pairs), so
 # class c has the same colour in every overlay, every report and every run.  Labels past the palette
 # (e.g. 255 = ignore) are drawn black.
@@ -198,7 +200,8 @@ def robustness_rows(result: dict) -> list[tuple[str, ...]]:
     rows = []
     for r in result.get("robustness") or []:
         delta = _num(r.get("delta"))
-        rows.append((str(r.get("variant", "?")), str(r.get("kind", "")), str(r.get("severity", "")),
+        sev = r.get("severity")
+        rows.append((str(r.get("variant", "?")), str(r.get("kind", "")), "-" if sev is None else str(sev),
                      str(r.get("metric", "")), _fmt(r.get("value")),
                      "n/a" if delta is None else f"{delta:+.4f}"))
     return rows
@@ -207,7 +210,8 @@ def robustness_rows(result: dict) -> list[tuple[str, ...]]:
 def provenance_rows(result: dict) -> list[tuple[str, str]]:
     sub = result.get("submission") or {}
     ds = result.get("dataset") or {}
-    rows = [("Submission", f"{sub.get('path', 'n/a')} ({sub.get('kind', '?')}, {sub.get('bytes', '?')} bytes)"),
+    rows = [("Submission",
+             f"{sub.get('path', 'n/a')} ({sub.get('kind', '?')}, {sub.get('bytes', '?')} bytes)"),
             ("Submission SHA-256", str(sub.get("sha256", "n/a"))),
             ("Dataset", f"{ds.get('path', 'n/a')} ({ds.get('task', '?')}, {ds.get('images', '?')} images, "
                         f"{ds.get('classes', '?')} classes)"),
@@ -282,13 +286,14 @@ def _plot_per_class(Figure, result: dict, class_names: list[str] | None, path: P
             ax.text(i, (d or 0.0) + 0.01, f"{d or 0.0:.2f}", ha="center", va="bottom", fontsize=7)
     mean = _num(_get(result, "metrics", "dice_mean"))
     if mean is not None:
-        ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean Dice {mean:.3f}")
+        ax.axhline(mean, color="black", linestyle="--", linewidth=1,
+                   label=f"mean Dice {mean:.3f} (per image, as scored)")
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xticks(xs)
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("Dice")
-    ax.set_title("Per-class Dice (hatched: class absent from the truth)", fontsize=10)
+    ax.set_title("Per-class Dice over all pixels (hatched: class absent from the truth)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     return True
@@ -334,8 +339,12 @@ def _nearest(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def overlay_panel(image: np.ndarray, label: np.ndarray, pred: np.ndarray, alpha: float = 0.6,
                   gap: int = 4) -> np.ndarray:
-    """image | truth | prediction, side by side; the class maps are blended over the image."""
+    """image | truth | prediction, side by side; the class maps are blended over the image (a map of
+    another size than the image is resized to it by nearest neighbour)."""
     img = np.asarray(image)
+    if img.ndim not in (2, 3) or np.ndim(label) != 2 or np.ndim(pred) != 2:
+        raise EvalError(f"an overlay needs an (H, W[, 3]) image and (h, w) label and prediction maps, "
+                        f"got {img.shape}, {np.shape(label)}, {np.shape(pred)}")
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     img = img[:, :, :3].astype(np.uint8)
@@ -416,7 +425,11 @@ def write_report(result: dict, out_dir: str | Path, overlays: Iterable[Overlay] 
         used.add(stem)
         path = out / f"overlay_{stem}.png"
         try:
-            _save_png(overlay_panel(image, label, pred), path)
+            panel = overlay_panel(image, label, pred)
+        except EvalError as e:
+            raise EvalError(f"overlay {name!r}: {e}") from None
+        try:
+            _save_png(panel, path)
         except ImportError:
             notes.append("Pillow is not installed: overlays were skipped.")
             break

@@ -160,6 +160,13 @@ def test_without_matplotlib(tmp_path, monkeypatch):
     assert "matplotlib is not installed" in files["html"].read_text()
 
 
+def test_bad_overlay_is_an_eval_error(tmp_path):
+    from edgert.errors import EvalError
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(EvalError, match="overlay 'x'"):
+        write_report(_result(), tmp_path, [("x", img, np.zeros((8, 8, 2), np.uint8), np.zeros((8, 8)))])
+
+
 def test_overlay_panel_and_palette():
     assert len(PALETTE) == 14 and len({tuple(c) for c in PALETTE}) == 14
     lab = np.array([[0, 13], [255, 3]], np.uint8)
