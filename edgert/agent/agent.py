@@ -7,6 +7,7 @@ inference: a broker that is down only makes the spool grow (bounded, see docs/te
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -131,7 +132,7 @@ class Agent:
         from devices.detect import detect
 
         meter = self.meter
-        return {**schema.header("birth", self.fleet, self.device, _now_ms()), "bdseq": bdseq,
+        return {**schema.header("birth", self.fleet, self.device), "bdseq": bdseq,
                 "device_info": detect(self.root).to_json(), "package": self._package_info(),
                 "backend": self.session.backend if self.session else None, "versions": versions("onnxruntime", "paho-mqtt"),
                 "sensor": None if meter is None else {"name": meter.active_sensor.name,
@@ -142,7 +143,7 @@ class Agent:
         summary = self.recorder.last_summary if self.recorder else None
         spool = None if self.spool is None else {"pending": self.spool.pending,
                                                  "pending_bytes": self.spool.pending_bytes}
-        return {**schema.header("state", self.fleet, self.device, _now_ms()), "online": True,
+        return {**schema.header("state", self.fleet, self.device), "online": True,
                 "bdseq": self.link.bdseq if self.link else 0, "status": status,
                 "package": self._package_info(), "backend": self.session.backend if self.session else None,
                 "summary": summary, "spool": spool}
@@ -176,7 +177,7 @@ class Agent:
         self.link.start()
         self.recorder.event("started", True, f"agent started: {self.session.backend} backend, "
                             f"source {cfg.source}, {cfg.rate_hz:g} Hz",
-                            detail={"package": self._package_info(), "pid": _pid()})
+                            detail={"package": self._package_info(), "pid": os.getpid()})
 
     # -- the loop ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -320,12 +321,3 @@ class Agent:
         self.recorder.event("deploy", result.ok, result.message, request_id=cmd["id"],
                             detail={"sha256": result.sha256, "path": str(result.path) if result.path else None,
                                     "previous": str(result.previous) if result.previous else None})
-
-
-def _pid() -> int:
-    import os
-    return os.getpid()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

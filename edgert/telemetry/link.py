@@ -163,7 +163,7 @@ class Link:
             self._stop.wait(delay)
 
     def _death_payload(self, bdseq: int) -> bytes:
-        return schema.encode({**schema.header("death", self.opts.fleet, self.opts.device, _now_ms()),
+        return schema.encode({**schema.header("death", self.opts.fleet, self.opts.device),
                               "bdseq": bdseq})
 
     def _session(self) -> bool:
@@ -272,7 +272,7 @@ class Link:
             state = dict(self._state) if self._state else None
         infos = []
         if state is not None:
-            state.update(online=False, status="stopped", ts_ms=_now_ms(), bdseq=bdseq)
+            state.update(online=False, status="stopped", ts_ms=schema.now_ms(), bdseq=bdseq)
             infos.append(client.publish(topics.topic(o.fleet, o.device, "state"), schema.encode(state),
                                         qos=1, retain=True))
         infos.append(client.publish(topics.topic(o.fleet, o.device, "death"), self._death_payload(bdseq), qos=1))
@@ -300,8 +300,3 @@ def _close(client) -> None:
         client.socket() and client.socket().close()
     except OSError:
         pass
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-

@@ -84,7 +84,7 @@ class Recorder:
     def event(self, name: str, ok: bool, message: str, request_id: str | None = None,
               detail: dict | None = None) -> int:
         """Spool an event now; returns its seq."""
-        payload = {**schema.header("event", self.fleet, self.device, _now_ms()),
+        payload = {**schema.header("event", self.fleet, self.device),
                    "event": name, "ok": ok, "message": message}
         if request_id is not None:
             payload["request_id"] = request_id
@@ -145,7 +145,7 @@ class Recorder:
                 self._window_lat_us.append(lat)
                 if e is not None:
                     self._window_energy_j.append(e)
-            payload = {**schema.header("records", self.fleet, self.device, _now_ms()),
+            payload = {**schema.header("records", self.fleet, self.device),
                        "package_sha256": package, "backend": backend,
                        "t_ms": t_ms, "latency_us": lat_us, "energy_mj": e_mj}
             msgs.append((self._t_topic, schema.encode(payload), False))
@@ -169,7 +169,7 @@ class Recorder:
         j_per = float(np.mean(energies)) if energies else None
         # mean power over the whole window (idle time included), not just during inferences
         total_j = self.probes.energy_j(start, now) if self.probes.energy_j else None
-        payload = {**schema.header("summary", self.fleet, self.device, _now_ms()),
+        payload = {**schema.header("summary", self.fleet, self.device),
                    "window_s": round(window_s, 3), "count": int(lat.size),
                    "latency_ms": {"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99),
                                   "mean": round(float(lat.mean()), 4) if lat.size else None,
@@ -195,7 +195,3 @@ class Recorder:
                        f"spool full: dropped {d.count} oldest message(s), seq {d.first_seq}..{d.last_seq}",
                        detail={"first_seq": d.first_seq, "last_seq": d.last_seq, "count": d.count,
                                "bytes": d.nbytes})
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 from edgert.errors import TelemetryError
@@ -143,5 +144,11 @@ def with_seq(body: bytes, seq: int) -> bytes:
     return b'{"seq":%d,' % seq + body[1:]
 
 
-def header(ptype: str, fleet: str, device: str, ts_ms: int) -> dict:
-    return {"v": SCHEMA_VERSION, "type": ptype, "fleet": fleet, "device": device, "ts_ms": ts_ms}
+def now_ms() -> int:
+    """The sender's wall clock for ``ts_ms`` (display only; ordering uses seq)."""
+    return time.time_ns() // 1_000_000
+
+
+def header(ptype: str, fleet: str, device: str, ts_ms: int | None = None) -> dict:
+    return {"v": SCHEMA_VERSION, "type": ptype, "fleet": fleet, "device": device,
+            "ts_ms": now_ms() if ts_ms is None else ts_ms}

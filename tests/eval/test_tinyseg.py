@@ -225,3 +225,25 @@ def test_cli_trains_and_writes_onnx(trained, tmp_path, capsys):
 def test_cli_reports_bad_dataset(tmp_path, capsys):
     assert tinyseg.main(["--dataset", str(tmp_path), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "images/ and labels/" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_trained_package_through_edgert_eval(trained, w8a8_package, tmp_path):
+    """The issue's end to end: trained on the synthetic set, converted, evaluated by `edgert eval`
+    (isolated child, report written); the harness's Dice is the model's own, not a constant's."""
+    import json
+
+    from cli_helpers import invoke
+
+    test_dir = trained["root"] / "test"
+    res = invoke("eval", w8a8_package, "--dataset", test_dir, "--classes", CLASSES, "--warmup", 2,
+                 "--json", "--report", tmp_path / "rep")
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.output)
+    assert rec["verdict"]["status"] == "ok" and rec["submission"]["kind"] == "package"
+    assert rec["submission"]["input_hw"] == list(HW) and rec["dataset"]["images"] == len(trained["test"])
+    fp32 = _dice(_fp32_argmax(trained), trained["test"])
+    assert abs(rec["metrics"]["dice_mean"] - fp32) < 0.05, (rec["metrics"]["dice_mean"], fp32)
+    assert rec["score"]["value"] == pytest.approx(rec["metrics"]["dice_mean"] / rec["timing"]["mean_s"],
+                                                  rel=1e-4)
+    assert (tmp_path / "rep" / "report.md").is_file() and list((tmp_path / "rep").glob("overlay_*.png"))
