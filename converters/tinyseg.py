@@ -82,13 +82,11 @@ def upsample_nearest(pred: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def model_input(img: np.ndarray, hw: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> float32 (h, w, 3) on [0, 1] at the model size, resized exactly as the
-    harness resizes a submission's input (edgert.eval.robustness.resize: OpenCV; its "bilinear" is
-    INTER_LINEAR, which does not low-pass when downscaling, so a network trained on Pillow's
-    antialiased resize sees different textures there: 0.47 -> 0.42 Dice, measured)."""
-    from edgert.eval.robustness import resize
+    """uint8 RGB (H, W, 3) -> float32 (h, w, 3) on [0, 1] at the model size, resized exactly as
+    `edgert run` and the harness resize a package's input (edgert.preprocess.resize), so the network
+    trains on the textures it will be scored on."""
     from edgert.preprocess import preprocess_array
-    return preprocess_array(resize(img, hw, interpolation), Preprocess(size=hw, layout="nhwc"))[0]
+    return preprocess_array(img, Preprocess(size=hw, layout="nhwc"), interpolation)[0]
 
 
 # ---- layers (NHWC, im2col) ------------------------------------------------------------------------

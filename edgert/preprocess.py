@@ -1,6 +1,6 @@
 """Image file -> model input, following the `Preprocess` recorded in the package at convert time.
 
-Pillow is imported only here and only when an image is actually read."""
+Pillow is imported only here and only when an image is actually read or resized."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,27 +13,50 @@ from edgert.ir import Preprocess
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array; unreadable files raise InputError."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise InputError("reading images needs Pillow: pip install 'edgert[image]'") from e
+    Image = _pil()
+    from PIL import UnidentifiedImageError
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"image not found: {p}")
+        raise InputError(f"{p}: image not found")
     try:
         with Image.open(p) as im:
             im.load()
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"cannot read image {p}: {e}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"{p}: cannot read image ({e})") from None
 
 
-def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-    h, w = hw
+# Pillow's filters: bilinear and cubic widen their support by the scale factor when downscaling
+# (antialiased, as torchvision's PIL transforms train with); "area" is Pillow's BOX filter.
+INTERPOLATIONS = ("nearest", "bilinear", "cubic", "area")
+DEFAULT_INTERPOLATION = "bilinear"
+
+
+def resize(img: np.ndarray, hw: tuple[int, int], interpolation: str = DEFAULT_INTERPOLATION) -> np.ndarray:
+    """The one image resize in edgert, to (height, width): `edgert run`, the camera and agent sources,
+    calibration and the eval harness all go through it, so a package sees the same pixels everywhere.
+    Takes (H, W, 3) uint8 images and (H, W) uint8 label maps; returns `img` itself at the same size."""
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(f"unknown interpolation {interpolation!r} (known: {', '.join(INTERPOLATIONS)})")
+    h, w = int(hw[0]), int(hw[1])
+    if h < 1 or w < 1:
+        raise InputError(f"cannot resize to {h}x{w}")
+    if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise InputError(f"can resize (H, W, 3) or (H, W) uint8 arrays, got {img.shape} {img.dtype}")
     if img.shape[:2] == (h, w):
         return img
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR), dtype=np.uint8)
+    Image = _pil()
+    filters = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+               "cubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX}
+    return np.asarray(Image.fromarray(img).resize((w, h), filters[interpolation]), dtype=np.uint8)
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise InputError("reading and resizing images needs Pillow: pip install 'edgert[image]'") from e
+    return Image
 
 
 def target_size(img_hw: tuple[int, int], pp: Preprocess) -> tuple[int, int]:
@@ -44,11 +67,11 @@ def target_size(img_hw: tuple[int, int], pp: Preprocess) -> tuple[int, int]:
     return (max(m, -(-h // m) * m), max(m, -(-w // m) * m))
 
 
-def preprocess_array(img: np.ndarray, pp: Preprocess) -> np.ndarray:
+def preprocess_array(img: np.ndarray, pp: Preprocess, interpolation: str = DEFAULT_INTERPOLATION) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> float32 batch of one, laid out as the model wants."""
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise InputError(f"expected an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
-    img = _resize(img, target_size(img.shape[:2], pp))
+    img = resize(img, target_size(img.shape[:2], pp), interpolation)
     if pp.channels in ("rgb", "bgr"):
         return _normalize_lut(img, pp)
     x = img.astype(np.float32) * np.float32(1.0 / 255.0)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgert.errors import EvalError
+from edgert.errors import EvalError, InputError
 from edgert.eval.types import TASKS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -71,18 +71,12 @@ def read_image(path: Path, decoder: str = "pil") -> np.ndarray:
     """An (H, W, 3) uint8 RGB array. decoder "pil" (the default) or "cv2": the two differ in small
     ways (JPEG IDCT and chroma upsampling), which the system-noise variants measure."""
     path = Path(path)
-    if decoder == "pil":
+    if decoder == "pil":            # exactly what `edgert run` decodes (edgert.preprocess.load_image)
+        from edgert.preprocess import load_image
         try:
-            from PIL import Image, UnidentifiedImageError
-        except ImportError as e:  # pragma: no cover - depends on the install
-            raise EvalError("reading images needs Pillow: pip install 'edgert[image]'") from e
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except FileNotFoundError:
-            raise EvalError(f"{path}: image not found") from None
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
-            raise EvalError(f"{path}: cannot read image ({e})") from None
+            return load_image(path)
+        except InputError as e:
+            raise EvalError(str(e)) from None
     if decoder == "cv2":
         try:
             import cv2

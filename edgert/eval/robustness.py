@@ -14,7 +14,7 @@ How the harness uses a `Variant`::
 
     img = read_image(path, decoder=variant.decoder or "pil")
     img = variant.apply(img, rng)                    # corruption / JPEG round trip; else identity
-    x = resize(img, model_hw, variant.resize_interpolation or "bilinear")
+    x = predictor.prepare(img, variant.resize_interpolation or "bilinear")   # edgert.preprocess.resize
 
 A resize variant changes nothing when the model runs at the dataset's own resolution. Pass a
 `rng` seeded per (image, variant) so that runs are repeatable.
@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from edgert.errors import EvalError
+from edgert.preprocess import DEFAULT_INTERPOLATION, INTERPOLATIONS
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -42,8 +43,6 @@ BRIGHTNESS_DELTA = (0.1, 0.2, 0.3, 0.4, 0.5)                      # added to HSV
 CONTRAST_FACTOR = (0.4, 0.3, 0.2, 0.1, 0.05)                      # scale about the channel mean
 JPEG_QUALITY = (25, 18, 15, 10, 7)
 
-INTERPOLATIONS = ("nearest", "bilinear", "cubic", "area")
-DEFAULT_INTERPOLATION = "bilinear"
 DEFAULT_DECODER = "pil"
 CHROMA_SUBSAMPLING = {"444": 0, "420": 2}          # Pillow's `subsampling` codes
 JPEG_ROUNDTRIP_QUALITY = 90                        # high, so chroma subsampling dominates the error
@@ -56,7 +55,7 @@ def _cv2():
     try:
         import cv2
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise EvalError("resizing and corruptions need OpenCV: pip install 'edgert[camera]'") from e
+        raise EvalError("corruptions and the cv2 decoder need OpenCV: pip install 'edgert[camera]'") from e
     return cv2
 
 
@@ -185,24 +184,6 @@ def jpeg_roundtrip(img: np.ndarray, quality: int, subsampling: int = -1) -> np.n
 @corruption("jpeg")
 def jpeg(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     return jpeg_roundtrip(img, JPEG_QUALITY[severity - 1])
-
-
-# -- resize ---------------------------------------------------------------------------------------
-
-def resize(img: np.ndarray, hw: tuple[int, int], interpolation: str = DEFAULT_INTERPOLATION) -> np.ndarray:
-    """The one resize the harness uses (OpenCV), to (height, width). Returns `img` itself when
-    it already has that size. Works on (H, W, C) images and (H, W) label maps."""
-    flags = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "cubic": "INTER_CUBIC",
-             "area": "INTER_AREA"}
-    if interpolation not in flags:
-        raise EvalError(f"unknown interpolation {interpolation!r} (known: {', '.join(INTERPOLATIONS)})")
-    h, w = int(hw[0]), int(hw[1])
-    if h < 1 or w < 1:
-        raise EvalError(f"cannot resize to {h}x{w}")
-    if img.shape[:2] == (h, w):
-        return img
-    cv2 = _cv2()
-    return cv2.resize(img, (w, h), interpolation=getattr(cv2, flags[interpolation]))
 
 
 # -- variants -------------------------------------------------------------------------------------

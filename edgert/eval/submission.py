@@ -78,11 +78,9 @@ class Predictor(ABC):
         return target_size(image_hw, self.preprocess)
 
     def prepare(self, img: np.ndarray, interpolation: str = "bilinear") -> np.ndarray:
-        from edgert.eval.robustness import resize
+        """What `edgert run` does to an image (edgert.preprocess: the one resize, then normalise)."""
         from edgert.preprocess import preprocess_array
-
-        img = resize(img, self.input_hw(img.shape[:2]), interpolation)
-        return preprocess_array(img, self.preprocess)
+        return preprocess_array(img, self.preprocess, interpolation)
 
     @abstractmethod
     def infer(self, x: np.ndarray) -> np.ndarray:

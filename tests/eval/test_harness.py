@@ -104,3 +104,22 @@ def test_scores_and_dry_run(seg_data, tmp_path):
         evaluate(model, seg_data, EvalOptions(score="fastest"))
     dr = dry_run(model, seg_data)
     assert dr["kind"] == "onnx" and dr["ms"] > 0 and dr["metrics"]["images"] == 1
+
+
+def test_harness_feeds_a_package_exactly_what_edgert_run_does(seg_data, tmp_path):
+    """One decoder and one resize: the harness's input for a package is bit-identical to the
+    runtime's own `preprocess_file` (the path `edgert run` and calibration take)."""
+    from edgert.eval.dataset import open_dataset, read_image
+    from edgert.eval.submission import open_submission
+    from edgert.preprocess import preprocess_file
+    from tiny_pkg import write_tiny_package
+
+    pkg = write_tiny_package(tmp_path / "t.pkg")               # records an 8x8 resize from 96x96
+    predictor = open_submission(pkg, EvalOptions(task="segmentation", classes=2))
+    try:
+        for s in open_dataset(seg_data, "segmentation", 14).samples[:3]:
+            x = predictor.prepare(read_image(s.image))
+            assert x.shape == (1, 3, 8, 8)
+            np.testing.assert_array_equal(x, preprocess_file(s.image, predictor.preprocess))
+    finally:
+        predictor.close()

@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from edgert.errors import EvalError
+from edgert.errors import EvalError, InputError
 from edgert.eval import robustness as R
 from edgert.eval.dataset import read_image
 from edgert.eval.synthetic import render_scene
+from edgert.preprocess import INTERPOLATIONS, resize
 
 pytest.importorskip("cv2")
 pytest.importorskip("PIL")
@@ -67,21 +68,27 @@ def test_motion_kernel_is_normalised_and_one_sided():
 
 
 def test_resize_variants_differ(img):
-    outs = {i: R.resize(img, (45, 70), i) for i in R.INTERPOLATIONS}
+    outs = {i: resize(img, (45, 70), i) for i in INTERPOLATIONS}
     assert all(o.shape == (45, 70, 3) and o.dtype == np.uint8 for o in outs.values())
     names = list(outs)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert mad(outs[a], outs[b]) > 0.1, (a, b)
-    assert R.resize(img, (128, 128)) is img                    # no-op at the same size
+    assert resize(img, (128, 128)) is img                    # no-op at the same size
+    assert [v.resize_interpolation for v in R.system_variants() if v.name.startswith("resize/")] == \
+        [i for i in INTERPOLATIONS if i != "bilinear"]
 
 
 def test_resize_labels_and_errors():
     lab = np.random.default_rng(0).integers(0, 5, (40, 40)).astype(np.uint8)
-    small = R.resize(lab, (17, 23), "nearest")
+    small = resize(lab, (17, 23), "nearest")
     assert small.shape == (17, 23) and set(np.unique(small)) <= set(range(5))
-    with pytest.raises(EvalError, match=r"unknown interpolation 'lanczos' \(known: nearest, bilinear"):
-        R.resize(lab, (10, 10), "lanczos")
+    with pytest.raises(InputError, match=r"unknown interpolation 'lanczos' \(known: nearest, bilinear"):
+        resize(lab, (10, 10), "lanczos")
+    with pytest.raises(InputError, match="cannot resize to 0x10"):
+        resize(lab, (0, 10))
+    with pytest.raises(InputError, match=r"\(H, W, 3\) or \(H, W\) uint8"):
+        resize(lab.astype(np.float32), (10, 10))
 
 
 def test_jpeg_chroma_variants(img):

@@ -122,10 +122,9 @@ def _dice(preds, test):
 
 
 def _harness_input(img, pp):
-    """What the harness feeds a submission: its own resize, then the recorded preprocessing."""
-    from edgert.eval.robustness import resize
+    """What the harness feeds a submission: the package's recorded preprocessing (resize included)."""
     from edgert.preprocess import preprocess_array
-    return preprocess_array(resize(img, pp.size), pp)
+    return preprocess_array(img, pp)
 
 
 def _fp32_argmax(trained):
