@@ -176,41 +176,113 @@ class OnnxPredictor(Predictor):
             raise EvalError(f"onnxruntime failed on the submission: {first}") from None
 
 
+# TFLite's flatbuffer schema (schema.fbs: `file_identifier "TFL3"`): bytes 4..8, after the root offset
+TFLITE_FILE_IDENTIFIER = b"TFL3"
+# input dtypes the predictor feeds: float as is (float16 cast), int8/uint8 quantized with the tensor's own
+# scale and zero point
+TFLITE_INPUT_DTYPES = (np.float32, np.float16, np.int8, np.uint8)
+
+
 class TflitePredictor(Predictor):
+    """A .tflite flatbuffer on ai-edge-litert (or tflite-runtime / tensorflow.lite).
+
+    The input's layout and size come from the model when the options leave them open: [1, 3, H, W] is
+    NCHW, anything else NHWC; a static H, W is the input size (images are resized to it, predictions
+    compared at full resolution), a -1 in the shape signature means the dataset's own resolution, and
+    the input is resized to each prepared batch's shape when that changes."""
     kind = "tflite"
 
     def __init__(self, path: Path, opts: EvalOptions):
         super().__init__(path, opts)
+        _check_tflite_file(path)
         interp_cls = _tflite_interpreter()
         try:
             self.interp = interp_cls(model_path=str(path), num_threads=opts.threads or None)
             self.interp.allocate_tensors()
+            ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         except (ValueError, RuntimeError) as e:
-            raise EvalError(f"{path}: the TFLite interpreter cannot load the model: {e}") from None
-        ins = self.interp.get_input_details()
+            raise EvalError(f"{path}: the TFLite interpreter cannot load the model: {_first_line(e)}") from None
         if len(ins) != 1:
             raise EvalError(f"{path}: the model takes {len(ins)} inputs; an image model takes one")
-        self._in = ins[0]
-        self._out = self.interp.get_output_details()[0]
-        self._pp = _options_preprocess(opts, default_layout="nhwc")
+        if not outs:
+            raise EvalError(f"{path}: the model has no outputs")
+        self._in, self._out = ins[0], outs[0]
+        self._allocated = tuple(int(v) for v in self._in["shape"])
+        dtype = np.dtype(self._in["dtype"])
+        if dtype.type not in TFLITE_INPUT_DTYPES:
+            raise EvalError(f"{path}: the model input is {dtype}; expected one of "
+                            f"{', '.join(np.dtype(t).name for t in TFLITE_INPUT_DTYPES)}")
+        self._dtype = dtype
+        self._quant = _input_quantization(self._in, path) if dtype.kind in "iu" else None
+        sig = self._in.get("shape_signature")     # -1 marks a resizable dim; older runtimes lack the key
+        sig = [int(v) for v in (sig if sig is not None and len(sig) else self._in["shape"])]
+        layout, model_hw = _tflite_layout_and_size(sig, opts.layout, path)
+        self._pp = _options_preprocess(opts, default_layout=layout, model_hw=model_hw)
 
     @property
     def preprocess(self) -> Preprocess:
         return self._pp
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        d = self._in
-        if d["dtype"] in (np.int8, np.uint8):        # a fully-quantized model takes quantized input
-            scale, zp = d["quantization"]
-            info = np.iinfo(d["dtype"])
-            x = np.clip(np.round(x / scale + zp), info.min, info.max).astype(d["dtype"])
-        self.interp.set_tensor(d["index"], x)
-        self.interp.invoke()
-        y = self.interp.get_tensor(self._out["index"])
+        if self._quant is not None:              # a fully-quantized model takes quantized input
+            scale, zp = self._quant
+            info = np.iinfo(self._dtype)
+            x = np.clip(np.round(x / scale + zp), info.min, info.max).astype(self._dtype)
+        elif x.dtype != self._dtype:
+            x = x.astype(self._dtype)
+        try:
+            if x.shape != self._allocated:       # a resizable input (or --size on a static one)
+                self.interp.resize_tensor_input(self._in["index"], list(x.shape))
+                self.interp.allocate_tensors()
+                self._allocated = x.shape
+            self.interp.set_tensor(self._in["index"], x)
+            self.interp.invoke()
+            y = self.interp.get_tensor(self._out["index"])
+        except (ValueError, RuntimeError) as e:
+            raise EvalError(f"the TFLite interpreter failed on the submission: {_first_line(e)}") from None
         if self._out["dtype"] in (np.int8, np.uint8) and self.opts.task == "classification":
             scale, zp = self._out["quantization"]
-            y = (y.astype(np.float32) - zp) * scale
+            if scale > 0:
+                y = (y.astype(np.float32) - zp) * np.float32(scale)
         return y
+
+    def close(self) -> None:
+        self.interp = None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__
+
+
+def _check_tflite_file(path: Path) -> None:
+    """The identifier before the interpreter sees the bytes (its own verifier runs after)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != TFLITE_FILE_IDENTIFIER:
+        raise EvalError(f"{path}: not a TFLite model (no {TFLITE_FILE_IDENTIFIER.decode()} identifier at byte 4)")
+
+
+def _input_quantization(d: dict, path: Path) -> tuple[float, int]:
+    scale, zp = d["quantization"]
+    if scale > 0:
+        return float(scale), int(zp)
+    if d["dtype"] == np.uint8:                   # no parameters: raw 0..255 pixels (of [0, 1]-scaled input)
+        return 1.0 / 255.0, 0
+    raise EvalError(f"{path}: the model's int8 input has no quantization scale")
+
+
+def _tflite_layout_and_size(sig: list[int], layout: str, path: Path) -> tuple[str, tuple[int, int] | None]:
+    """NCHW for [1, 3, H, W] unless the options say otherwise, else NHWC; H, W when both are static."""
+    if len(sig) != 4:
+        raise EvalError(f"{path}: the model input has shape {sig}; expected [1, H, W, 3] or [1, 3, H, W]")
+    if not layout:
+        layout = "nchw" if sig[1] == 3 and sig[3] != 3 else "nhwc"
+    c, h, w = (sig[1], sig[2], sig[3]) if layout == "nchw" else (sig[3], sig[1], sig[2])
+    if c not in (3, -1):
+        want = "[1, 3, H, W]" if layout == "nchw" else "[1, H, W, 3]"
+        raise EvalError(f"{path}: the model input has shape {sig}; as {layout.upper()} expected {want}")
+    return layout, ((h, w) if h > 0 and w > 0 else None)
 
 
 def _tflite_interpreter():
@@ -225,10 +297,12 @@ def _tflite_interpreter():
                              "(or tflite-runtime)")
 
 
-def _options_preprocess(opts: EvalOptions, default_layout: str = "nchw") -> Preprocess:
+def _options_preprocess(opts: EvalOptions, default_layout: str = "nchw",
+                        model_hw: tuple[int, int] | None = None) -> Preprocess:
+    """From the options; a model's own static input size stands in when no --size is given."""
     layout = opts.layout if opts.layout else default_layout
-    return Preprocess(size=tuple(opts.size) if opts.size else None, mean=tuple(opts.mean), std=tuple(opts.std),
-                      channels="rgb", layout=layout)
+    size = tuple(opts.size) if opts.size else model_hw
+    return Preprocess(size=size, mean=tuple(opts.mean), std=tuple(opts.std), channels="rgb", layout=layout)
 
 
 _PREDICTORS = {"package": PackagePredictor, "onnx": OnnxPredictor, "tflite": TflitePredictor}
