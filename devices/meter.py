@@ -10,6 +10,11 @@ of the last `history_s` seconds. Energy is the integral of that series:
 `window()` takes a sample when it closes (and when it opens, if the thread is not running), so a
 window shorter than one sampling period still gets power × duration.
 
+Every time here (samples, window edges) is on the meter's `clock_ns` (time.monotonic_ns unless
+given): a caller timing windows with another clock passes that clock in rather than converting
+(edgert's eval harness passes time.perf_counter_ns). A caller that does not want a sample per
+window waits until `last_sample_ns` passes the window's end before integrating it.
+
 On SensorError from the active sensor the meter records the failure, calls
 on_sensor_change(old, new, reason), moves to the next sensor in the list and carries on; the last
 sensor (from probe_all: the utilisation model) is kept even when it fails."""
@@ -108,6 +113,13 @@ class EnergyMeter:
     @property
     def rate_hz(self) -> float:
         return self._rate_hz or self.active_sensor.rate_hz
+
+    @property
+    def last_sample_ns(self) -> int | None:
+        """clock_ns() of the newest sample: a window ending by then is bracketed by samples, so its
+        energy is interpolated, not extrapolated from the last power held."""
+        with self._lock:
+            return self._t[-1] if self._t else None
 
     @property
     def power_mw(self) -> float | None:

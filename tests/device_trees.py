@@ -69,6 +69,29 @@ def build_pi5(root: Path) -> Path:
                         **{k: v for n in range(4) for k, v in cpufreq(n, 2400000).items()}})
 
 
+def ina2xx_hwmon(n: int, chip: str, power_uw: int, bus_mv: int = 5000) -> dict[str, str]:
+    """The kernel ina2xx driver's hwmon device (drivers/hwmon/ina2xx.c): power1_input in µW, in1_input
+    the bus voltage in mV, curr1_input in mA."""
+    d = f"/sys/class/hwmon/hwmon{n}"
+    return {f"{d}/name": chip + "\n", f"{d}/power1_input": f"{power_uw}\n", f"{d}/in1_input": f"{bus_mv}\n",
+            f"{d}/curr1_input": f"{round(power_uw / bus_mv)}\n"}
+
+
+def build_pi4_ina260(root: Path, power_uw: int) -> Path:
+    """A Raspberry Pi 4 with an INA260 on its 5 V supply, bound to the kernel driver (the usual
+    way to measure a Pi 4); hwmon0 is the SoC's own temperature sensor."""
+    build_pi4(root)
+    return write(root, {"/sys/class/hwmon/hwmon0/name": "cpu_thermal\n", **ina2xx_hwmon(1, "ina260", power_uw)})
+
+
+def set_power_uw(root: Path, hwmon: str, power_uw: int) -> None:
+    """Change a hwmon power1_input atomically (rename over it), as a reader thread may be reading it."""
+    path = root / hwmon.lstrip("/") / "power1_input"
+    tmp = path.with_name("power1_input.tmp")
+    tmp.write_text(f"{power_uw}\n")
+    tmp.replace(path)
+
+
 def build_nano_jp4(root: Path) -> Path:
     """Jetson Nano, L4T R32.7.1: ina3221x iio at 6-0040, GPU devfreq 57000000.gpu."""
     iio = "/sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0"

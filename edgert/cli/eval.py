@@ -108,11 +108,14 @@ def _limits(timeout_s, memory_mb, cpu_s):
     return Limits(timeout_s=timeout_s, address_space_mb=memory_mb, cpu_time_s=cpu_s)
 
 
-def _check_dataset(dataset: Path, opts) -> None:
-    """The referee's data is checked here, before any child runs: a broken dataset is the harness's
-    problem (an error now), never a submission's verdict."""
+def _check_dataset(dataset: Path, opts, sensor_root: Path = Path("/")) -> None:
+    """The referee's data and device are checked here, before any child runs: a broken dataset, or
+    an energy score on a device with no power sensor, is the harness's problem (an error now), never
+    a submission's verdict."""
     from edgert.eval.dataset import open_dataset
+    from edgert.eval.harness import check_energy
     open_dataset(dataset, opts.task, opts.classes, check="full")
+    check_energy(opts, sensor_root)
 
 
 def _summary_line(record: dict) -> str:
@@ -136,16 +139,18 @@ def eval_group() -> None:
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
               help="write result.json, report.md/.html and plots here")
 @click.option("--no-isolation", is_flag=True, help="evaluate in this process (debugging; no limits, no timeout)")
-def run_cmd(submission, dataset, as_json, report_dir, no_isolation, timeout_s, memory_mb, cpu_s, **kw):
+@click.option("--sensor-root", type=click.Path(path_type=Path), default=Path("/"), hidden=True,
+              help="probe power sensors under this root (tests: a fake sysfs tree)")
+def run_cmd(submission, dataset, as_json, report_dir, no_isolation, sensor_root, timeout_s, memory_mb, cpu_s, **kw):
     """Evaluate one submission on a dataset: accuracy, harness-measured time, score."""
     opts = _build_options(**kw)
     if not submission.is_file():
         raise EvalError(f"submission not found: {submission}")
-    _check_dataset(dataset, opts)
+    _check_dataset(dataset, opts, sensor_root)
     if no_isolation:
         from edgert.eval.harness import evaluate
 
-        run = evaluate(submission, dataset, opts)
+        run = evaluate(submission, dataset, opts, sensor_root=sensor_root)
         record = run.record
         if report_dir is not None:
             from edgert.eval.report import write_report
@@ -154,7 +159,7 @@ def run_cmd(submission, dataset, as_json, report_dir, no_isolation, timeout_s, m
         from edgert.eval.isolation import EvalRequest, run_isolated
 
         verdict, record = run_isolated(EvalRequest(submission.resolve(), dataset.resolve(), opts,
-                                                   report_dir.resolve() if report_dir else None),
+                                                   report_dir.resolve() if report_dir else None, sensor_root),
                                        _limits(timeout_s, memory_mb, cpu_s))
         if verdict.status != "ok":
             record = {**(record or {}), "verdict": verdict.to_json()}

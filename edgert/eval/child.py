@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
 
     try:
         opts = options_from_json(req["options"])
-        run = evaluate(req["submission"], req["dataset"], opts)
+        run = evaluate(req["submission"], req["dataset"], opts, sensor_root=Path(req.get("sensor_root") or "/"))
     except EdgertError as e:
         write_json_atomic(result_path, {"verdict": {"status": "invalid", "reason": str(e).splitlines()[0]},
                                         "submission": {"path": req["submission"]}})

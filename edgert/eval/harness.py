@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -52,17 +53,96 @@ def _device() -> dict:
         return {"kind": platform.machine(), "error": str(e)}
 
 
-def _open_meter():
-    """An energy meter when the device has a real sensor (the utilisation model does not count)."""
+def _open_meter(sensor_root: Path = Path("/")):
+    """An energy meter on the device's real power sensors, best first, or None when it has none
+    (the utilisation model is an estimate and never scores).  It samples on the harness's own clock,
+    time.perf_counter_ns, so timed windows and power samples need no conversion between clocks."""
     try:
         from devices.meter import EnergyMeter
         from devices.sensors import probe_all
-        sensors = [s for s in probe_all() if not s.estimated]
-        if not sensors:
-            return None
-        return EnergyMeter(sensors).start()
+        found = probe_all(Path(sensor_root))
     except (SensorError, OSError, ImportError):
         return None
+    sensors = [s for s in found if not s.estimated]
+    for s in found:
+        if s.estimated:
+            s.close()
+    if not sensors:
+        return None
+    meter = EnergyMeter(sensors, clock_ns=time.perf_counter_ns)
+    meter.sample()          # a sample before the first timed window, whatever the thread's start-up
+    return meter.start()
+
+
+def _energy_meter_for(opts: EvalOptions, sensor_root: Path):
+    """The meter for this evaluation: None when energy is off or the device has no real sensor,
+    EvalError (saying why) when the score needs energy and cannot have it."""
+    needs = scoring.get(opts.score).needs_energy
+    if needs and not opts.energy:
+        raise EvalError(f"score {opts.score} needs energy per image, and energy measurement is off")
+    meter = _open_meter(sensor_root) if opts.energy else None
+    if meter is None and needs:
+        raise EvalError(f"score {opts.score} needs energy per image, and this device has no usable power sensor "
+                        f"(probed under {sensor_root}; the utilisation model is an estimate, never scored)")
+    return meter
+
+
+def check_energy(opts: EvalOptions, sensor_root: str | Path = Path("/")) -> None:
+    """The referee's device, checked before any submission runs (as the dataset is): a score that
+    needs energy on a device without a real power sensor is the harness's problem, not a verdict."""
+    if scoring.get(opts.score).needs_energy:
+        meter = _energy_meter_for(opts, Path(sensor_root))
+        if meter is not None:
+            meter.close()
+
+
+class _WindowEnergy:
+    """Joules per timed window, each integrated once the meter holds a sample after the window's end.
+
+    The meter's thread samples at the sensor's rate (50 Hz for sysfs sensors): slower than a ms-long
+    image.  A window is integrated from the samples bracketing it, power linear between them
+    (devices/meter.py), never from the last power held past the newest sample.  Waiting for the
+    thread's next sample costs the timing loop nothing: no sensor read between images."""
+
+    def __init__(self, meter):
+        self.meter = meter
+        self.pending: deque[tuple[int, int]] = deque()
+        self.windows: list = []     # devices.meter.EnergyWindow, in image order
+        self.lost = 0               # windows the meter could not cover (sensor gone, history pruned)
+
+    def add(self, t0_ns: int, t1_ns: int) -> None:
+        self.pending.append((t0_ns, t1_ns))
+        self._settle()
+
+    def _settle(self) -> None:
+        until = self.meter.last_sample_ns
+        while self.pending and until is not None and self.pending[0][1] <= until:
+            t0, t1 = self.pending.popleft()
+            try:
+                self.windows.append(self.meter.summarise(t0, t1))
+            except SensorError:
+                self.lost += 1
+
+    def finish(self) -> dict:
+        """The record's energy: mean J per timed image.  Unless every timed image was measured,
+        j_per_image is None and `error` says why: a mean over some of the images is not per image."""
+        self.meter.stop()
+        if self.meter.sample() is not None:     # closes the last windows; None: the sensor is gone
+            self._settle()
+        self.lost += len(self.pending)
+        self.pending.clear()
+        names = list(dict.fromkeys(n for w in self.windows for n in w.sensor.split("+")))
+        energy = {"j_per_image": None, "estimated": any(w.estimated for w in self.windows),
+                  "sensor": "+".join(names or [self.meter.active_sensor.name]), "images": len(self.windows),
+                  "clock": "time.perf_counter_ns"}
+        if self.lost:
+            why = "; ".join(self.meter.failures[-2:]) or "windows outside the meter's samples"
+            energy["error"] = (f"energy measured for {len(self.windows)} of {len(self.windows) + self.lost} "
+                               f"timed images ({why})")
+        elif self.windows:
+            # to the nJ: a 1 ms image at 2 W is 2 mJ, and the score divides by this figure
+            energy["j_per_image"] = round(sum(w.joules for w in self.windows) / len(self.windows), 9)
+        return energy
 
 
 def _label_of(sample, task: str):
@@ -80,8 +160,12 @@ def _pct(values: np.ndarray, q: float) -> float:
 
 
 def evaluate(submission: str | Path, dataset_root: str | Path, opts: EvalOptions = EvalOptions(),
-             progress: Callable[[int, int], None] | None = None) -> EvalRun:
-    """Evaluate one submission on one dataset.  EdgertError (-> verdict invalid) for a bad submission."""
+             progress: Callable[[int, int], None] | None = None, *,
+             sensor_root: str | Path = Path("/")) -> EvalRun:
+    """Evaluate one submission on one dataset.  EdgertError (-> verdict invalid) for a bad submission.
+
+    ``sensor_root``: where the power sensors are probed (devices.sensors.probe_all); a test seam for
+    fake sysfs trees, "/" on a device."""
     from edgert.bench import peak_rss_mb
     from edgert.eval.dataset import open_dataset, read_image
     from edgert.eval.submission import open_submission
@@ -93,9 +177,11 @@ def evaluate(submission: str | Path, dataset_root: str | Path, opts: EvalOptions
     samples = list(ds.samples[:opts.limit] if opts.limit else ds.samples)
     if not samples:
         raise EvalError(f"dataset {ds.root} has no samples")
-    predictor = open_submission(submission, opts)
-    energy_meter = _open_meter() if opts.energy else None
+    energy_meter = _energy_meter_for(opts, Path(sensor_root))    # no sensor for this score: before any image
+    predictor = None
     try:
+        predictor = open_submission(submission, opts)
+
         def run_one(sample):
             """One image through the pipeline: (prediction, t0, t_inf0, t_inf1, t1 in ns, decoded image)."""
             t0 = time.perf_counter_ns()
@@ -114,9 +200,8 @@ def evaluate(submission: str | Path, dataset_root: str | Path, opts: EvalOptions
         timed_ns = np.empty(len(samples), dtype=np.int64)
         harness_ns = np.empty(len(samples), dtype=np.int64)
         scoring_ns = np.empty(len(samples), dtype=np.int64)
-        energy_j: list[float] = []
+        energy = _WindowEnergy(energy_meter) if energy_meter is not None else None
         overlays = []
-        mono_offset = time.monotonic_ns() - time.perf_counter_ns()
         for i, s in enumerate(samples):
             loop0 = time.perf_counter_ns()
             pred, t0, ti0, ti1, t1, img = run_one(s)
@@ -131,11 +216,8 @@ def evaluate(submission: str | Path, dataset_root: str | Path, opts: EvalOptions
             scoring_ns[i] = time.perf_counter_ns() - sc0
             if opts.task == "segmentation" and len(overlays) < min(opts.overlays, MAX_OVERLAYS):
                 overlays.append((s.name, img, label, pred))
-            if energy_meter is not None:
-                try:
-                    energy_j.append(energy_meter.energy_j(a + mono_offset, b + mono_offset))
-                except SensorError:
-                    pass
+            if energy is not None:
+                energy.add(a, b)        # the meter samples on perf_counter_ns too: same clock
             # the harness's own per-image bookkeeping: outside the submission's pipeline and scoring
             harness_ns[i] = (time.perf_counter_ns() - loop0) - (t1 - t0) - scoring_ns[i]
             if progress is not None:
@@ -150,10 +232,9 @@ def evaluate(submission: str | Path, dataset_root: str | Path, opts: EvalOptions
                   "harness_overhead_ms_mean": round(float(harness_ns.mean()) / 1e6, 4),
                   "scoring_ms_mean": round(float(scoring_ns.mean()) / 1e6, 4),
                   "clock": "time.perf_counter_ns (monotonic)"}
-        energy = None
-        if energy_meter is not None and energy_j:
-            energy = {"j_per_image": round(float(np.mean(energy_j)), 6), "estimated": bool(energy_meter.estimated),
-                      "sensor": energy_meter.active_sensor.name}
+        energy_record = energy.finish() if energy is not None else None
+        if energy_record is not None and Path(sensor_root).resolve() != Path("/"):
+            energy_record["sensor_root"] = str(sensor_root)     # a fake tree: say so in the record
         record = {
             "schema": RESULT_SCHEMA,
             "verdict": {"status": "ok", "reason": ""},
@@ -164,7 +245,7 @@ def evaluate(submission: str | Path, dataset_root: str | Path, opts: EvalOptions
                         "class_names": list(ds.class_names) or None},
             "device": _device(), "versions": versions("onnxruntime", "pillow", "opencv-python-headless"), "options": opts.to_json(),
             "timed_region": opts.timed_region, "warmup": min(opts.warmup, len(samples)),
-            "metrics": metrics, "timing": timing, "peak_rss_mb": round(peak_rss_mb(), 1), "energy": energy,
+            "metrics": metrics, "timing": timing, "peak_rss_mb": round(peak_rss_mb(), 1), "energy": energy_record,
             "robustness": None, "started_utc": started,
         }
         if opts.robustness:
@@ -175,7 +256,8 @@ def evaluate(submission: str | Path, dataset_root: str | Path, opts: EvalOptions
     finally:
         if energy_meter is not None:
             energy_meter.close()
-        predictor.close()
+        if predictor is not None:
+            predictor.close()
 
 
 def robustness_suite(predictor, samples, opts: EvalOptions, clean_metrics: dict) -> list[dict]:

@@ -82,6 +82,7 @@ class EvalRequest:
     dataset: Path
     options: EvalOptions = EvalOptions()
     report_dir: Path | None = None
+    sensor_root: Path = Path("/")        # where the child probes power sensors: a test seam, not a contest option
 
 
 # ----------------------------------------------------------------------------------------- probing
@@ -338,7 +339,8 @@ def _run(req: EvalRequest, submission: Path, dataset: Path, limits: Limits, work
         result_path.unlink(missing_ok=True)          # never read a previous run's result
         request_path.write_text(json.dumps({
             "submission": str(submission), "dataset": str(dataset), "options": req.options.to_json(),
-            "report_dir": str(report_dir) if report_dir else None, "result_path": str(result_path)}, indent=1))
+            "report_dir": str(report_dir) if report_dir else None, "result_path": str(result_path),
+            "sensor_root": str(Path(req.sensor_root).resolve())}, indent=1))
         if report_dir is not None:
             report_dir.mkdir(parents=True, exist_ok=True)
         out = open(work / "child.out", "wb")

@@ -171,6 +171,8 @@ def headline_rows(result: dict) -> list[tuple[str, str]]:
         how = "estimated" if e.get("estimated") else "measured"
         sensor = f", {e['sensor']}" if e.get("sensor") else ""
         rows.append(("Energy", f"{_fmt(e['j_per_image'], 4)} J/image ({how}{sensor})"))
+    elif e and e.get("error"):
+        rows.append(("Energy", f"n/a ({e['error']})"))
     else:
         rows.append(("Energy", "n/a (no power sensor)"))
     rows.append(("Timed region", timed_region_text(result)))

@@ -17,14 +17,15 @@ class Formula:
     description: str
     higher_is_better: bool
     fn: Callable[[dict], tuple[float, dict]]    # result record -> (value, the inputs used)
+    needs_energy: bool = False                  # the harness refuses to start without a real power sensor
 
 
 _FORMULAS: dict[str, Formula] = {}
 
 
-def register(name: str, description: str, higher_is_better: bool = True):
+def register(name: str, description: str, higher_is_better: bool = True, needs_energy: bool = False):
     def deco(fn):
-        _FORMULAS[name] = Formula(name, description, higher_is_better, fn)
+        _FORMULAS[name] = Formula(name, description, higher_is_better, fn, needs_energy)
         return fn
     return deco
 
@@ -54,9 +55,14 @@ def _mean_s(result: dict) -> float:
 
 
 def _joules(result: dict) -> float:
+    """Measured J per image; an estimate (the utilisation model) is never scored."""
     energy = result.get("energy")
     if not energy or not energy.get("j_per_image"):
-        raise EvalError("this score needs energy per image, and this device has no usable power sensor")
+        why = f" ({energy['error']})" if energy and energy.get("error") else ""
+        raise EvalError(f"this score needs energy per image, and this device has no usable power sensor{why}")
+    if energy.get("estimated"):
+        raise EvalError(f"this score needs measured energy per image; {energy.get('sensor') or 'the'} "
+                        "estimate is not a measurement and is never scored")
     return energy["j_per_image"]
 
 
@@ -73,7 +79,7 @@ def _accuracy(result: dict) -> tuple[float, dict]:
     return acc or 0.0, {name: acc}
 
 
-@register("accuracy_per_joule", "accuracy / joules per image (needs a power sensor)")
+@register("accuracy_per_joule", "accuracy / joules per image (needs a power sensor)", needs_energy=True)
 def _per_joule(result: dict) -> tuple[float, dict]:
     name, acc = accuracy_of(result)
     j = _joules(result)

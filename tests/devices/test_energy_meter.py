@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from device_trees import ORIN_NANO_HWMON, build_orin_nano_jp6, build_x86_rapl
+from device_trees import ORIN_NANO_HWMON, build_orin_nano_jp6, build_x86_rapl, write
 
 from devices.meter import EnergyMeter, EnergyWindow
 from devices.sensors import open_sensor
@@ -78,6 +78,42 @@ def test_window_context_shorter_than_sample_period(clock):
     with meter.window() as w2:
         clock.advance(0.5)
     assert w2.joules == pytest.approx(1.0)
+
+
+def test_ms_windows_between_50hz_samples_wait_for_the_next_sample(clock):
+    """The eval harness's pattern: 1 ms windows, a 20 ms sampling period, each window integrated
+    once `last_sample_ns` has passed its end.  Power 2 W at the sample before, 4 W at the one after."""
+    power = {"mw": 2000.0}
+    meter = EnergyMeter([ProfileSensor(clock, lambda t: power["mw"])], clock_ns=clock)
+    start = clock()
+    assert meter.last_sample_ns is None
+    meter.sample()
+    at = lambda ms: start + round(ms * 1e6)
+    w = (at(5), at(6))
+    assert meter.last_sample_ns == start < w[1]     # not yet bracketed: only held power would answer
+    assert meter.energy_j(*w) == pytest.approx(0.002)
+    power["mw"] = 4000.0
+    clock.advance(0.020)
+    meter.sample()
+    assert meter.last_sample_ns == at(20) >= w[1]
+    # power linear between the samples: 2.5 W at 5 ms, 2.6 W at 6 ms; 2.55 W for 1 ms
+    assert meter.energy_j(*w) == pytest.approx(2.55e-3, rel=1e-12)
+    # windows that tile the sampling interval add up to its trapezoid, 3 W · 20 ms
+    assert sum(meter.energy_j(at(k), at(k + 1)) for k in range(20)) == pytest.approx(0.060, rel=1e-12)
+
+
+def test_samples_are_stamped_with_the_meters_clock_not_the_sensors(tmp_path, clock):
+    """Sensors stamp PowerSample.t_ns with time.monotonic_ns; the meter stamps with its clock_ns,
+    so a caller timing windows on another clock (the eval harness: perf_counter_ns) passes it in."""
+    root = write(tmp_path, {"/sys/class/hwmon/hwmon0/name": "ina260\n",
+                            "/sys/class/hwmon/hwmon0/power1_input": "1500000\n"})     # µW
+    meter = EnergyMeter([open_sensor("ina2xx", root)], clock_ns=clock)
+    t0 = clock()
+    meter.sample()
+    clock.advance(0.001)
+    meter.sample()
+    assert meter.last_sample_ns == t0 + 1_000_000
+    assert meter.energy_j(t0, clock()) == pytest.approx(1.5e-3, rel=1e-12)
 
 
 def test_counter_sensor_interpolates_the_counter(tmp_path, clock):

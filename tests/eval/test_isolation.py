@@ -169,7 +169,8 @@ def test_ok_result_and_limits_applied(tmp_path, req):
     assert ("ro-dataset" in verdict.isolation) == avail["ro_dataset"]
     # the request is a file with the child contract's keys
     request = json.loads((tmp_path / "work" / "request.json").read_text())
-    assert set(request) == {"submission", "dataset", "options", "report_dir", "result_path"}
+    assert set(request) == {"submission", "dataset", "options", "report_dir", "result_path", "sensor_root"}
+    assert request["sensor_root"] == "/"
     assert request["options"]["task"] == "segmentation"
 
 

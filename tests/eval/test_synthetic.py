@@ -1,7 +1,6 @@
 """The synthetic UAV-style set: deterministic, every class present, varied, and valid on disk."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -82,13 +81,6 @@ def test_colour_alone_does_not_separate_the_classes(seg_root):
     pred = ks[((x[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)]
     per_class = [(pred[y == k] == k).mean() for k in ks]
     assert np.mean(per_class) < 0.75
-
-
-def test_sixteen_512px_images_are_quick(tmp_path):
-    t0 = time.perf_counter()
-    write_synthetic_segmentation(tmp_path / "big", n=16, size=512)
-    # the target is < 2 s (about 1.2 s measured on a 2-core VM); slack for a loaded CI machine
-    assert time.perf_counter() - t0 < 4.0
 
 
 def test_classification_set(tmp_path):

