@@ -7,9 +7,12 @@ Topics (beside the telemetry scheme of edgert/telemetry/topics.py; QoS 1 through
   of them (MQTT 5 §4.8.2; Mosquitto honours ``$share`` for 3.1.1 clients too).
 * ``edgert/v1/<fleet>/eval/status/<worker>`` — worker → dispatcher: ``accepted``, ``heartbeat``,
   ``declined`` and ``result`` messages.
-* ``edgert/v1/<fleet>/eval/workers/<worker>`` — retained ``{"state": "online", ...}`` on every
-  connect; the Last Will is a retained ``{"state": "offline"}``, so the dispatcher learns of a worker
-  that died (power cut, SIGKILL, network loss) from the broker.
+* ``edgert/v1/<fleet>/eval/workers/<worker>`` — retained ``{"state": "online", "dataset": ...,
+  "energy": bool}`` on every connect; the Last Will is a retained ``{"state": "offline"}``, so the
+  dispatcher learns of a worker that died (power cut, SIGKILL, network loss) from the broker.
+  ``energy`` says the worker has a real power sensor: a score that needs J/image
+  (``accuracy_per_joule``) is sent only to such workers, and one without declines it ("no power
+  sensor") rather than giving the submission a verdict that is not its fault.
 
 How a busy worker avoids taking jobs (the whole correctness argument):
 
@@ -56,6 +59,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgert.errors import EvalError, TelemetryError
+from edgert.eval import scoring
 from edgert.eval.types import SUBMISSION_KINDS, VERDICTS, EvalOptions, Limits, Verdict
 from edgert.eval.submission import sha256_file
 from edgert.telemetry.mqtt import BrokerOptions, connect_client
@@ -270,19 +274,37 @@ def parse_status(payload: bytes, worker: str) -> StatusMessage:
     return StatusMessage(kind, worker, job_id, attempt, verdict_from_json(obj.get("verdict")), result)
 
 
-def parse_worker_state(payload: bytes) -> tuple[bool, str]:
-    """(online, dataset name) from a retained workers/<id> message.  Bare "online" / "offline" are
-    accepted too; an empty payload (a cleared retained message) means offline."""
+@dataclass(frozen=True)
+class WorkerState:
+    online: bool
+    dataset: str = ""
+    energy: bool = False          # has a real power sensor: can take jobs whose score needs J/image
+
+
+def parse_worker_state(payload: bytes) -> WorkerState:
+    """A retained workers/<id> message.  Bare "online" / "offline" are accepted too; an empty payload
+    (a cleared retained message) means offline.  A worker that does not say it measures energy does not."""
     text = payload.strip()
     if text in (b"", b"offline"):
-        return False, ""
+        return WorkerState(False)
     if text == b"online":
-        return True, ""
+        return WorkerState(True)
     obj = _decode(payload)
     state = obj.get("state")
     if state not in ("online", "offline"):
         raise MalformedMessage(f"state must be online or offline, got {state!r}")
-    return state == "online", _str(obj, "dataset", "")
+    energy = obj.get("energy", False)
+    if not isinstance(energy, bool):
+        raise MalformedMessage(f"energy must be true or false, got {energy!r}")
+    return WorkerState(state == "online", _str(obj, "dataset", ""), energy)
+
+
+def needs_energy(options: EvalOptions) -> bool:
+    """Whether the job's score needs measured J/image (only a worker with a power sensor may run it)."""
+    try:
+        return scoring.get(options.score).needs_energy
+    except EvalError:
+        return False      # an unknown score is the harness's `invalid`, on whichever worker takes it
 
 
 # --------------------------------------------------------------------------- connection
@@ -390,7 +412,8 @@ class FleetWorker:
 
     def __init__(self, broker: BrokerOptions, fleet: str, worker_id: str, dataset: Path, cache_dir: Path,
                  runner: Runner | None = None, heartbeat_s: float = 5.0,
-                 dataset_name: str | None = None, client_id: str | None = None) -> None:
+                 dataset_name: str | None = None, client_id: str | None = None,
+                 sensor_root: Path = Path("/")) -> None:
         if heartbeat_s <= 0:
             raise EvalError(f"heartbeat_s must be > 0, got {heartbeat_s}")
         self.broker = broker
@@ -401,6 +424,9 @@ class FleetWorker:
         self.cache_dir = Path(cache_dir)
         self.runner = runner or _default_runner
         self.heartbeat_s = heartbeat_s
+        self.sensor_root = Path(sensor_root)
+        from edgert.eval.harness import has_power_sensor
+        self.has_energy = has_power_sensor(self.sensor_root)   # probed once, as the agent does
         self.client_id = client_id or f"edgert-eval-{self.fleet}-{self.worker_id}"
         self.stats = WorkerStats()
         self._jobs_sub = jobs_subscription(self.fleet)
@@ -417,6 +443,7 @@ class FleetWorker:
         obj = {"v": SCHEMA, "state": "online" if online else "offline", "worker": self.worker_id}
         if online:
             obj["dataset"] = self.dataset_name
+            obj["energy"] = self.has_energy
         return encode(obj)
 
     def _send(self, kind: str, job_id: int, attempt: int, client=None, **extra):
@@ -453,7 +480,8 @@ class FleetWorker:
         with self._lock:
             busy = self._current is not None or not self._accepting
             wrong_data = job is not None and bool(job.dataset) and job.dataset != self.dataset_name
-            take = not busy and job is not None and not wrong_data
+            no_energy = job is not None and not self.has_energy and needs_energy(job.options)
+            take = not busy and job is not None and not wrong_data and not no_energy
             if take:
                 self._current, self._accepting = (job_id, attempt), False
         if take:
@@ -470,6 +498,12 @@ class FleetWorker:
             log.warning("worker %s: job %d is malformed (%s)", self.worker_id, job_id, error)
             self._send("result", job_id, attempt, client,
                        verdict=Verdict("invalid", reason=f"malformed job: {error}").to_json(), result=None)
+        elif no_energy:
+            # not the submission's fault: leave it to a device that can measure J/image
+            self.stats.declined += 1
+            log.warning("worker %s: job %d's score %s needs a power sensor, and this worker has none; declined",
+                        self.worker_id, job_id, job.options.score)
+            self._send("declined", job_id, attempt, client, reason="no power sensor")
         else:
             # a device with other data must not score anyone: leave the job to one with the right set
             self.stats.declined += 1
@@ -500,7 +534,8 @@ class FleetWorker:
             return Verdict("invalid", reason=why), None
         from edgert.eval.isolation import EvalRequest
 
-        req = EvalRequest(submission=path, dataset=self.dataset, options=job.options)
+        req = EvalRequest(submission=path, dataset=self.dataset, options=job.options,
+                          sensor_root=self.sensor_root)
         try:
             return self.runner(req, job.limits)
         except Exception as e:   # run_isolated never raises for a submission; this is the worker's fault
@@ -604,6 +639,7 @@ class _Outstanding:
 class _Worker:
     online: bool = False
     dataset: str = ""
+    energy: bool = False          # it has a real power sensor
     busy: int | None = None       # the job it is running, as far as we know
     busy_seen: float = 0.0        # its last accepted / heartbeat: a busy mark older than a lease is stale
 
@@ -633,6 +669,7 @@ class FleetDispatcher:
         self.fleet = check_id(fleet, "fleet")
         self.queue = queue
         self.options = options
+        self._needs_energy = needs_energy(options)
         self.limits = limits
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s
@@ -682,13 +719,14 @@ class FleetDispatcher:
             log.warning("dispatcher: ignored a malformed message on %s: %s", topic, e)
 
     def _on_worker_state(self, worker: str, payload: bytes, now: float) -> None:
-        online, dataset = parse_worker_state(payload)
+        state = parse_worker_state(payload)
         w = self.workers.setdefault(check_id(worker, "worker id"), _Worker())
         was_online = w.online
-        w.online, w.dataset = online, dataset
-        if online:
+        w.online, w.dataset, w.energy = state.online, state.dataset, state.energy
+        if state.online:
             if not was_online:
-                log.info("dispatcher: worker %s online (dataset %r)", worker, dataset)
+                log.info("dispatcher: worker %s online (dataset %r, energy %s)", worker, state.dataset,
+                         "yes" if state.energy else "no")
             return
         if was_online:
             log.info("dispatcher: worker %s offline", worker)
@@ -759,7 +797,9 @@ class FleetDispatcher:
                 self.stats.republished += 1
 
     def _eligible(self, w: _Worker) -> bool:
-        return w.online and (not self.dataset_name or not w.dataset or w.dataset == self.dataset_name)
+        """Online, with the right dataset, and able to measure J/image when the score needs it."""
+        return (w.online and (not self.dataset_name or not w.dataset or w.dataset == self.dataset_name)
+                and (w.energy or not self._needs_energy))
 
     def _capacity(self) -> int:
         limit = self.max_outstanding
@@ -897,4 +937,5 @@ class FleetDispatcher:
 
 __all__ = ["FleetDispatcher", "FleetWorker", "DispatchStats", "WorkerStats", "JobMessage", "MalformedMessage",
            "encode", "jobs_topic", "jobs_subscription", "status_topic", "worker_topic", "serve_directory",
-           "fetch_submission", "parse_job", "parse_status", "parse_worker_state"]
+           "fetch_submission", "needs_energy", "parse_job", "parse_status", "parse_worker_state",
+           "WorkerState"]

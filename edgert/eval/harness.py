@@ -53,20 +53,34 @@ def _device() -> dict:
         return {"kind": platform.machine(), "error": str(e)}
 
 
-def _open_meter(sensor_root: Path = Path("/")):
-    """An energy meter on the device's real power sensors, best first, or None when it has none
-    (the utilisation model is an estimate and never scores).  It samples on the harness's own clock,
-    time.perf_counter_ns, so timed windows and power samples need no conversion between clocks."""
+def _real_sensors(sensor_root: Path) -> list:
+    """The device's real power sensors, best first (opened); the utilisation model is an estimate
+    and never scores, so it is closed and left out."""
     try:
-        from devices.meter import EnergyMeter
         from devices.sensors import probe_all
         found = probe_all(Path(sensor_root))
     except (SensorError, OSError, ImportError):
-        return None
-    sensors = [s for s in found if not s.estimated]
+        return []
     for s in found:
         if s.estimated:
             s.close()
+    return [s for s in found if not s.estimated]
+
+
+def has_power_sensor(sensor_root: str | Path = Path("/")) -> bool:
+    """Whether this device can measure energy per image (a fleet worker says so when it comes online)."""
+    sensors = _real_sensors(Path(sensor_root))
+    for s in sensors:
+        s.close()
+    return bool(sensors)
+
+
+def _open_meter(sensor_root: Path = Path("/")):
+    """An energy meter on the device's real power sensors, best first, or None when it has none.
+    It samples on the harness's own clock, time.perf_counter_ns, so timed windows and power samples
+    need no conversion between clocks."""
+    from devices.meter import EnergyMeter
+    sensors = _real_sensors(sensor_root)
     if not sensors:
         return None
     meter = EnergyMeter(sensors, clock_ns=time.perf_counter_ns)

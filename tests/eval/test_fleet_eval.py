@@ -379,6 +379,91 @@ def test_worker_takes_one_job_and_declines_the_rest(tmp_path):
         parse_job(encode({**job.to_json(), "options": {"nope": 1}}))
 
 
+# -------------------------------------------------------------------- energy scores need a sensor
+class _RecordingClient:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.published.append(json.loads(payload))
+
+    def subscribe(self, topic, qos=0):
+        pass
+
+    def unsubscribe(self, topic):
+        pass
+
+
+def _energy_job(job_id: int, score: str = "accuracy_per_joule") -> JobMessage:
+    return JobMessage(job_id, 1, "/x.onnx", "ab" * 32, "onnx", EvalOptions(score=score), Limits())
+
+
+def test_worker_without_a_power_sensor_declines_energy_jobs_only(tmp_path):
+    """No sensor (an empty tree: only the utilisation estimate) -> says energy false, declines an
+    accuracy_per_joule job as "no power sensor" (not the submission's fault), takes an lpcvc2023 one."""
+    from edgert.eval.fleet import parse_worker_state
+
+    empty = tmp_path / "root"
+    empty.mkdir()
+    w = FleetWorker(BrokerOptions(), FLEET, "w1", tmp_path, tmp_path / "cache", runner=StandIn(0),
+                    sensor_root=empty)
+    assert w.has_energy is False
+    assert parse_worker_state(w._state_payload(True)).energy is False
+    w._accepting = True
+    c = _RecordingClient()
+    w._take(c, encode(_energy_job(1).to_json()))
+    w._take(c, encode(_energy_job(2, "lpcvc2023").to_json()))
+    assert [(m["type"], m["job_id"], m.get("reason")) for m in c.published] == \
+        [("declined", 1, "no power sensor"), ("accepted", 2, None)]
+    assert w._handoff.get_nowait().job_id == 2 and w.stats.declined == 1
+
+
+def test_worker_with_a_power_sensor_takes_energy_jobs(tmp_path):
+    from device_trees import build_pi4_ina260
+    from edgert.eval.fleet import parse_worker_state
+
+    root = build_pi4_ina260(tmp_path / "pi4", power_uw=2_000_000)
+    runner = StandIn(0)
+    w = FleetWorker(BrokerOptions(), FLEET, "w1", tmp_path, tmp_path / "cache", runner=runner, sensor_root=root)
+    assert w.has_energy is True
+    state = parse_worker_state(w._state_payload(True))
+    assert state.online and state.energy and state.dataset == tmp_path.name
+    w._accepting = True
+    c = _RecordingClient()
+    w._take(c, encode(_energy_job(1).to_json()))
+    assert [(m["type"], m["job_id"]) for m in c.published] == [("accepted", 1)]
+
+
+def test_worker_state_energy_field_is_checked():
+    from edgert.eval.fleet import parse_worker_state
+
+    assert parse_worker_state(b"online").energy is False                  # an older worker: no claim
+    assert parse_worker_state(b'{"v":1,"state":"online","energy":true}').energy is True
+    with pytest.raises(MalformedMessage, match="energy must be true or false"):
+        parse_worker_state(b'{"v":1,"state":"online","energy":"yes"}')
+
+
+def test_dispatcher_sends_energy_jobs_only_to_workers_with_a_sensor(tmp_path):
+    now = [0.0]
+    q = _FakeQueue([_Job(1, tmp_path / "a.onnx")])
+    d = FleetDispatcher(BrokerOptions(), FLEET, q, EvalOptions(score="accuracy_per_joule"), lease_s=10.0,
+                        heartbeat_s=1.0, clock=lambda: now[0])
+    sent: list[dict] = []
+    d._publish = lambda topic, payload: sent.append(json.loads(payload))
+    d.handle(worker_topic(FLEET, "plain"), b'{"v":1,"state":"online","dataset":"","energy":false}')
+    d.fill()
+    assert sent == []                                   # nobody who can measure J/image: it waits
+    d.handle(worker_topic(FLEET, "metered"), b'{"v":1,"state":"online","dataset":"","energy":true}')
+    d.fill()
+    assert len(sent) == 1 and sent[0]["options"]["score"] == "accuracy_per_joule"
+    plain = FleetDispatcher(BrokerOptions(), FLEET, _FakeQueue([_Job(1, tmp_path / "a.onnx")]),
+                            lease_s=10.0, heartbeat_s=1.0, clock=lambda: now[0])
+    plain._publish = lambda topic, payload: sent.append(json.loads(payload))
+    plain.handle(worker_topic(FLEET, "plain"), b'{"v":1,"state":"online","dataset":"","energy":false}')
+    plain.fill()
+    assert len(sent) == 2                               # other scores go to any worker
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_dispatch_over_http_files(mosquitto, tmp_path, workers):
     from cli_helpers import invoke
