@@ -45,6 +45,12 @@ import sys as _sys
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in _sys.path:
     _sys.path.insert(0, _TESTS_DIR)
+# ... and the repo root before it: tests/devices (no __init__.py) would otherwise be found as a
+# namespace package `devices` before the editable install's finder runs, under a bare `pytest`
+_REPO_DIR = str(Path(__file__).resolve().parents[1])
+if _REPO_DIR in _sys.path:
+    _sys.path.remove(_REPO_DIR)
+_sys.path.insert(0, _REPO_DIR)
 
 
 @pytest.fixture
