@@ -299,14 +299,6 @@ def parse_worker_state(payload: bytes) -> WorkerState:
     return WorkerState(state == "online", _str(obj, "dataset", ""), energy)
 
 
-def needs_energy(options: EvalOptions) -> bool:
-    """Whether the job's score needs measured J/image (only a worker with a power sensor may run it)."""
-    try:
-        return scoring.get(options.score).needs_energy
-    except EvalError:
-        return False      # an unknown score is the harness's `invalid`, on whichever worker takes it
-
-
 # --------------------------------------------------------------------------- connection
 def _wait_published(info, timeout_s: float) -> bool:
     try:
@@ -480,7 +472,7 @@ class FleetWorker:
         with self._lock:
             busy = self._current is not None or not self._accepting
             wrong_data = job is not None and bool(job.dataset) and job.dataset != self.dataset_name
-            no_energy = job is not None and not self.has_energy and needs_energy(job.options)
+            no_energy = job is not None and not self.has_energy and scoring.needs_energy(job.options.score)
             take = not busy and job is not None and not wrong_data and not no_energy
             if take:
                 self._current, self._accepting = (job_id, attempt), False
@@ -669,7 +661,6 @@ class FleetDispatcher:
         self.fleet = check_id(fleet, "fleet")
         self.queue = queue
         self.options = options
-        self._needs_energy = needs_energy(options)
         self.limits = limits
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s
@@ -799,7 +790,7 @@ class FleetDispatcher:
     def _eligible(self, w: _Worker) -> bool:
         """Online, with the right dataset, and able to measure J/image when the score needs it."""
         return (w.online and (not self.dataset_name or not w.dataset or w.dataset == self.dataset_name)
-                and (w.energy or not self._needs_energy))
+                and (w.energy or not scoring.needs_energy(self.options.score)))
 
     def _capacity(self) -> int:
         limit = self.max_outstanding
@@ -937,5 +928,5 @@ class FleetDispatcher:
 
 __all__ = ["FleetDispatcher", "FleetWorker", "DispatchStats", "WorkerStats", "JobMessage", "MalformedMessage",
            "encode", "jobs_topic", "jobs_subscription", "status_topic", "worker_topic", "serve_directory",
-           "fetch_submission", "needs_energy", "parse_job", "parse_status", "parse_worker_state",
+           "fetch_submission", "parse_job", "parse_status", "parse_worker_state",
            "WorkerState"]

@@ -88,26 +88,25 @@ def _open_meter(sensor_root: Path = Path("/")):
     return meter.start()
 
 
-def _energy_meter_for(opts: EvalOptions, sensor_root: Path):
-    """The meter for this evaluation: None when energy is off or the device has no real sensor,
-    EvalError (saying why) when the score needs energy and cannot have it."""
-    needs = scoring.get(opts.score).needs_energy
-    if needs and not opts.energy:
-        raise EvalError(f"score {opts.score} needs energy per image, and energy measurement is off")
-    meter = _open_meter(sensor_root) if opts.energy else None
-    if meter is None and needs:
-        raise EvalError(f"score {opts.score} needs energy per image, and this device has no usable power sensor "
-                        f"(probed under {sensor_root}; the utilisation model is an estimate, never scored)")
-    return meter
-
-
 def check_energy(opts: EvalOptions, sensor_root: str | Path = Path("/")) -> None:
     """The referee's device, checked before any submission runs (as the dataset is): a score that
     needs energy on a device without a real power sensor is the harness's problem, not a verdict."""
-    if scoring.get(opts.score).needs_energy:
-        meter = _energy_meter_for(opts, Path(sensor_root))
-        if meter is not None:
-            meter.close()
+    if not scoring.needs_energy(opts.score):
+        return
+    if not opts.energy:
+        raise EvalError(f"score {opts.score} needs energy per image, and energy measurement is off")
+    if not has_power_sensor(sensor_root):
+        raise EvalError(f"score {opts.score} needs energy per image, and this device has no usable power sensor "
+                        f"(probed under {sensor_root}; the utilisation model is an estimate, never scored)")
+
+
+def _energy_meter_for(opts: EvalOptions, sensor_root: Path):
+    """The meter for this evaluation: None when energy is off or the device has no real sensor,
+    EvalError (saying why, from check_energy) when the score needs energy and cannot have it."""
+    meter = _open_meter(sensor_root) if opts.energy else None
+    if meter is None:
+        check_energy(opts, sensor_root)
+    return meter
 
 
 class _WindowEnergy:

@@ -23,6 +23,12 @@ class Formula:
 _FORMULAS: dict[str, Formula] = {}
 
 
+def needs_energy(name: str) -> bool:
+    """Whether the score `name` needs measured J/image (False for an unknown name: that is get's error)."""
+    f = _FORMULAS.get(name)
+    return f is not None and f.needs_energy
+
+
 def register(name: str, description: str, higher_is_better: bool = True, needs_energy: bool = False):
     def deco(fn):
         _FORMULAS[name] = Formula(name, description, higher_is_better, fn, needs_energy)

@@ -155,7 +155,7 @@ class OnnxPredictor(Predictor):
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
-            raise EvalError(f"{path}: onnxruntime cannot load the model: {str(e).splitlines()[0][:300]}") from None
+            raise EvalError(f"{path}: onnxruntime cannot load the model: {_first_line(e)}") from None
         inputs = self.sess.get_inputs()
         if len(inputs) != 1:
             raise EvalError(f"{path}: the model takes {len(inputs)} inputs; an image model takes one")
@@ -170,7 +170,7 @@ class OnnxPredictor(Predictor):
         try:
             return self.sess.run(None, {self._name: x})[0]
         except Exception as e:  # noqa: BLE001
-            first = str(e).splitlines()[0][:300]
+            first = _first_line(e)
             if "allocate" in first.lower():    # ORT's bad_alloc: the child dies as out of memory (crashed)
                 raise MemoryError(f"onnxruntime: {first}") from None
             raise EvalError(f"onnxruntime failed on the submission: {first}") from None
