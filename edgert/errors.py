@@ -9,6 +9,12 @@ class PackageError(EdgertError):
     """A package file is malformed, truncated, tampered with, or fails a signature check."""
 
 
+class GraphError(PackageError):
+    """A graph in a package is structurally invalid: a node's attributes, input/output counts,
+    shapes or constant parameters break its op's rules, or an intermediate would exceed the
+    memory budget.  The message names the graph or node and the field."""
+
+
 class SignatureError(PackageError):
     """A package signature is missing where required, or does not verify."""
 

@@ -100,6 +100,8 @@ MAX_GRAPHS = 256
 MAX_TENSOR_RANK = 16
 MAX_TENSOR_ELEMENTS = 1 << 40                   # product of max(dim, 1); keeps numpy strides in range
 DEFAULT_MAX_DECODED_BYTES = 8 << 30             # decompressed sections + decoded (non-view) tensors
+DEFAULT_MAX_VALUE_BYTES = 2 << 30               # any one intermediate value / op scratch at run time
+MAX_NODES = 1 << 20
 ZSTD_READ_CHUNK = 1 << 20
 
 # ---------------------------------------------------------------------------------------------

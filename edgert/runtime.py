@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgert import format as F
 from edgert.backends.base import BackendOptions, get_backend
 from edgert.errors import InputError
 from edgert.ir import Graph, ValueInfo
@@ -19,6 +20,7 @@ class LoadOptions:
     require_signature: bool = False
     public_key: bytes | None = None   # raw Ed25519 public key; None = the key embedded in the file
     verify_hashes: bool = True
+    max_value_bytes: int = F.DEFAULT_MAX_VALUE_BYTES   # any one intermediate (edgert.graphcheck)
 
 
 def _check_feed(vi: ValueInfo, arr: np.ndarray, dims: dict[str, int]) -> np.ndarray:
@@ -47,9 +49,10 @@ def _fmt(shape) -> str:
 
 
 class Session:
-    def __init__(self, package, graph: Graph, backend_name: str, executable):
+    def __init__(self, package, graph: Graph, backend_name: str, executable, plan=None):
         self.package = package
         self.graph = graph
+        self.plan = plan              # edgert.graphcheck.GraphPlan: checks each new input shape
         self.backend = backend_name
         self._exe = executable
 
@@ -82,7 +85,10 @@ class Session:
         return {vi.name: _check_feed(vi, np.asarray(feeds[vi.name]), dims) for vi in self.inputs}
 
     def run(self, feeds: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        return self._exe.run(self.check_feeds(feeds))
+        feeds = self.check_feeds(feeds)
+        if self.plan is not None:
+            self.plan.check_feeds(feeds)
+        return self._exe.run(feeds)
 
     def close(self) -> None:
         close = getattr(self.package, "close", None)
@@ -92,13 +98,20 @@ class Session:
 
 def load(path: str | Path, options: LoadOptions | None = None, **kwargs) -> Session:
     """Read and validate a package, then prepare one of its models on a backend."""
+    from edgert.graphcheck import CheckOptions, check_graph
     from edgert.package import ReadOptions, read_package
 
     opts = options or LoadOptions(**kwargs)
     pkg = read_package(Path(path), ReadOptions(verify_hashes=opts.verify_hashes,
                                                require_signature=opts.require_signature,
                                                public_key=opts.public_key))
-    graph = pkg.graph(opts.model)
-    backend = get_backend(opts.backend)
-    exe = backend.prepare(graph, BackendOptions(threads=opts.threads))
-    return Session(pkg, graph, backend.name, exe)
+    try:
+        graph = pkg.graph(opts.model)
+        # No backend sees a graph before it is checked (a hostile manifest can have valid hashes).
+        plan = check_graph(graph, CheckOptions(max_value_bytes=opts.max_value_bytes))
+        backend = get_backend(opts.backend)
+        exe = backend.prepare(graph, BackendOptions(threads=opts.threads))
+    except BaseException:
+        pkg.close()
+        raise
+    return Session(pkg, graph, backend.name, exe, plan)

@@ -14,7 +14,7 @@ from edgert.ir import Graph
 from edgert.ops import get_op
 
 
-def _call(node, op, args: list) -> tuple[np.ndarray, ...]:
+def call_op(node, op, args: list) -> tuple[np.ndarray, ...]:
     try:
         return op.run(*args)
     except EdgertError:
@@ -35,7 +35,7 @@ class NumpyExecutable:
         self._live = []
         for node, op in zip(graph.nodes, self.ops):
             if node.inputs and all(not i or i in self.constants for i in node.inputs):
-                outs = _call(node, op, [self.constants[i] if i else None for i in node.inputs])
+                outs = call_op(node, op, [self.constants[i] if i else None for i in node.inputs])
                 self.constants.update((o, v) for o, v in zip(node.outputs, outs) if o)
             else:
                 self._live.append((node, op))
@@ -62,7 +62,7 @@ class NumpyExecutable:
             except KeyError as e:
                 raise InputError(f"node {node.name!r} ({node.op}) needs {e.args[0]!r}, "
                                  f"which nothing produced") from None
-            outs = _call(node, op, args)
+            outs = call_op(node, op, args)
             for name, val in zip(node.outputs, outs):
                 if name:
                     env[name] = val
