@@ -102,6 +102,7 @@ MAX_TENSOR_ELEMENTS = 1 << 40                   # product of max(dim, 1); keeps 
 DEFAULT_MAX_DECODED_BYTES = 8 << 30             # decompressed sections + decoded (non-view) tensors
 DEFAULT_MAX_VALUE_BYTES = 2 << 30               # any one intermediate value / op scratch at run time
 MAX_NODES = 1 << 20
+MAX_PREPROCESS_SIDE = 1 << 15                   # preprocess size / pad_multiple (pixels)
 ZSTD_READ_CHUNK = 1 << 20
 
 # ---------------------------------------------------------------------------------------------

@@ -47,8 +47,9 @@ class Preprocess:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Preprocess":
         size = d.get("size")
-        return cls(size=tuple(size) if size else None, mean=tuple(d.get("mean", (0.0,) * 3)),
-                   std=tuple(d.get("std", (1.0,) * 3)), channels=d.get("channels", "rgb"),
+        mean, std = tuple(d.get("mean", (0.0,) * 3)), tuple(d.get("std", (1.0,) * 3))
+        return cls(size=tuple(size) if size else None, mean=mean * 3 if len(mean) == 1 else mean,
+                   std=std * 3 if len(std) == 1 else std, channels=d.get("channels", "rgb"),
                    layout=d.get("layout", "nchw"), pad_multiple=int(d.get("pad_multiple", 1)))
 
 

@@ -40,11 +40,14 @@ from edgert.backends import onnx_proto as P
 from edgert.backends.base import Backend, BackendOptions
 from edgert.errors import InputError, UnsupportedOp
 from edgert.ir import Graph, Node
+from edgert.ops._schema import coerce_attrs
+from edgert.ops.base import known_ops, op_class
 
 OPSET = 21
 IR_VERSION = 10            # goes with opset 21 (onnx/docs/Versioning.md)
 _EXTERNAL_MIN_BYTES = 4096
 _NP_OF_ONNX = {v: k for k, v in P.ONNX_DTYPE.items()}
+_DECLARED = frozenset(known_ops())     # ops with an edgert declaration (attribute kinds)
 
 # Standard ops that lower 1:1 (semantics and attributes valid at opset 21).
 _PASSTHROUGH = frozenset("""
@@ -226,6 +229,11 @@ class _Lowering:
         op = op or node.op
         ins = list(node.inputs if inputs is None else inputs)
         attrs = {k: v for k, v in attrs.items() if k not in _LEGACY_ATTRS}
+        if node.op == op and op in _DECLARED:
+            attrs = coerce_attrs(op_class(op).ATTRS, attrs)
+        if "broadcast" in node.attrs and "axis" in attrs:
+            raise UnsupportedOp(f"ort backend: node {node.name!r} uses the opset < 7 broadcast "
+                                f"form ({node.op} with axis); re-export the model at opset >= 7")
         keep_shift = False
         if self.act_u8 and node.op in _SHIFT_TRANSPARENT and ins and ins[0] in self.shifted:
             data_idx = range(len(ins)) if node.op == "Concat" else [0]
@@ -345,6 +353,9 @@ def _split(lw: _Lowering, node: Node) -> None:
 
 
 def _pad(lw: _Lowering, node: Node) -> None:
+    if "paddings" in node.attrs:            # opset-1 name of `pads`
+        attrs = {("pads" if k == "paddings" else k): v for k, v in node.attrs.items()}
+        node = Node(node.op, node.name, node.inputs, node.outputs, attrs)
     ins, attrs = _attr_to_inputs(lw, node, [("pads", "int64"), ("value", "like")])
     lw.passthrough(node, attrs, ins)
 
@@ -367,9 +378,17 @@ def _topk(lw: _Lowering, node: Node) -> None:
 
 def _resize(lw: _Lowering, node: Node) -> None:
     ins = list(node.inputs)
+    attrs = {k: v for k, v in node.attrs.items() if k != "opset"}   # edgert's marker, not ONNX's
     if len(ins) == 2:                   # opset 10: (X, scales) -> (X, roi, scales)
         ins = [ins[0], "", ins[1]]
-    lw.passthrough(node, dict(node.attrs), ins)
+    if int(node.attrs.get("opset", 11)) < 11:
+        attrs["coordinate_transformation_mode"] = "asymmetric"       # opset-10 index mapping
+    lw.passthrough(node, attrs, ins)
+
+
+def _reshape(lw: _Lowering, node: Node) -> None:
+    ins, attrs = _attr_to_inputs(lw, node, [("shape", "int64")])   # opset-1 attribute form
+    lw.passthrough(node, attrs, ins)
 
 
 def _upsample(lw: _Lowering, node: Node) -> None:
@@ -406,7 +425,11 @@ def _constant(lw: _Lowering, node: Node) -> None:
 def _quantize(lw: _Lowering, node: Node) -> None:
     x, s = node.inputs[0], node.inputs[1]
     zp = node.inputs[2] if len(node.inputs) > 2 else ""
-    dtype = lw.dtype.get(zp, "uint8") if zp else "uint8"
+    from edgert.ops.quantizelinear import OUTPUT_DTYPES
+    dtype = lw.dtype.get(zp, "uint8") if zp else OUTPUT_DTYPES.get(
+        int(node.attrs.get("output_dtype", 0)), "uint8")
+    if not zp and dtype != "uint8":      # the zero point's type is the output type for ORT
+        zp = lw.const(np.array(0, dtype), "zp0")
     out = node.outputs[0]
     attrs = {k: v for k, v in node.attrs.items() if k in ("axis", "block_size", "saturate")}
     qmin, qmax, narrow = lw._narrow(node, dtype)
@@ -539,12 +562,20 @@ def _softmax_family(lw: _Lowering, node: Node) -> None:
     lw.dtype[node.outputs[0]] = lw.dtype.get(x)
 
 
+def _cast(lw: _Lowering, node: Node) -> None:
+    from edgert.ops.cast import ONNX_DTYPES, onnx_dtype      # `to` may be a name (opset 1)
+    to = onnx_dtype(op_class("Cast")(node), node.attrs["to"])
+    code = next(k for k, v in ONNX_DTYPES.items() if v == to)
+    lw.passthrough(node, {**node.attrs, "to": code})
+
+
 _LOWER = {
+    "Cast": _cast,
     "Softmax": _softmax_family, "LogSoftmax": _softmax_family, "Hardmax": _softmax_family,
     "Squeeze": _axes_input, "Unsqueeze": _axes_input,
     **{op: _axes_input for op in _REDUCE_OPS},
     "Clip": _clip, "Split": _split, "Pad": _pad, "Slice": _slice, "TopK": _topk,
-    "Resize": _resize, "Upsample": _upsample, "Dropout": _dropout, "Constant": _constant,
+    "Resize": _resize, "Reshape": _reshape, "Upsample": _upsample, "Dropout": _dropout, "Constant": _constant,
     "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
     "QLinearConv": _qlinearconv, "QLinearMatMul": _qlinearmatmul,
 }

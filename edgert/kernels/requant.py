@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgert.errors import InputError
+
 _I32_MIN = -(1 << 31)
 _I32_MAX = (1 << 31) - 1
 
@@ -93,7 +95,28 @@ def requantize(acc: np.ndarray, m0, shift, zp, qmin: int | None = None, qmax: in
 
 
 def requant_multipliers(in_scale, w_scale, out_scale) -> tuple[np.ndarray, np.ndarray]:
-    """(m0, shift) for M = in_scale·w_scale/out_scale computed in float64 (w_scale may be per-channel)."""
-    m = (np.asarray(in_scale, np.float64).reshape(()) * np.asarray(w_scale, np.float64).reshape(-1)
-         / np.asarray(out_scale, np.float64).reshape(()))
-    return quantize_multiplier(m)
+    """(m0, shift) for M = in_scale·w_scale/out_scale computed in float64 (w_scale may be per-channel).
+
+    Scales that are not finite and > 0, or a multiplier of 2^31 or more (e.g. scale ratios of
+    1e38), raise InputError: the fixed-point path cannot represent them."""
+    s_in = np.asarray(in_scale, np.float64)
+    s_w = np.asarray(w_scale, np.float64).reshape(-1)
+    s_out = np.asarray(out_scale, np.float64)
+    for what, s in (("input scale", s_in), ("weight scale", s_w), ("output scale", s_out)):
+        ok = np.isfinite(s) & (s > 0)
+        if not np.all(ok):
+            raise InputError(f"requantization: {what} must be finite and > 0, got "
+                             f"{float(s[~ok].reshape(-1)[0])!r}")
+    if s_in.size != 1 or s_out.size != 1:
+        raise InputError(f"requantization: input / output scales must be per-tensor, got shapes "
+                         f"{s_in.shape} and {s_out.shape}")
+    with np.errstate(all="ignore"):
+        m = s_in.reshape(()) * s_w / s_out.reshape(())
+    if not np.all(np.isfinite(m)) or np.any(m >= float(1 << 31)):
+        big = float(np.nanmax(np.where(np.isfinite(m), m, np.inf)))
+        raise InputError(f"requantization multiplier in·w/out = {big:g} is too large for the "
+                         f"fixed-point path (must be < 2^31)")
+    try:
+        return quantize_multiplier(m)
+    except ValueError as e:               # rounding carried a multiplier just below 2^31 over
+        raise InputError(f"requantization: {e}") from None

@@ -146,8 +146,15 @@ class Val:
         return n
 
     def min_bytes(self) -> int:
-        item = np.dtype(self.dtype).itemsize if self.dtype else 1
-        return self.min_elements() * item
+        return self.min_elements() * itemsize(self.dtype)
+
+
+def itemsize(dtype: str | None) -> int:
+    """Bytes per element of a dtype name; 1 when unknown (a lower bound)."""
+    try:
+        return np.dtype(dtype).itemsize if dtype else 1
+    except TypeError:
+        return 1
 
 
 def of_array(a: np.ndarray) -> Val:
@@ -196,9 +203,9 @@ def fmt(shape: Shape | None) -> str:
 
 
 def norm_axis(op, axis: int, rank: int, what: str = "axis") -> int:
-    if not -rank <= axis < max(rank, 1):
+    if not -rank <= axis < rank:
         raise op.bad(f"{what} {axis} is out of range for rank {rank}")
-    return axis % rank if rank else 0
+    return axis % rank
 
 
 def norm_axes(op, axes: Sequence[int], rank: int, what: str = "axes") -> list[int]:
@@ -214,3 +221,18 @@ def check_dims(op, shape: Sequence[int | None], what: str = "output") -> tuple:
         if d is not None and not 0 <= d <= MAX_DIM:
             raise op.bad(f"{what} shape {fmt(tuple(shape))} has a dim outside [0, {MAX_DIM}]")
     return tuple(shape)
+
+
+def coerce_attrs(table: dict[str, Attr], attrs: dict[str, Any]) -> dict[str, Any]:
+    """Checked attrs with JSON ints made floats where the op declares a float kind (JSON writes
+    1.0 as 1; ONNX, and so the ORT lowering, types attributes strictly)."""
+    out = dict(attrs)
+    for key, v in attrs.items():
+        a = table.get(key)
+        if a is None or len(a.kinds()) != 1:
+            continue
+        if a.kind == "float" and _is_int(v):
+            out[key] = float(v)
+        elif a.kind == "floats" and isinstance(v, list):
+            out[key] = [float(x) for x in v]
+    return out

@@ -68,6 +68,11 @@ def known_ops() -> list[str]:
     return _OPS.known()
 
 
+def op_class(name: str) -> type[Op]:
+    """The registered class of op `name` (UnsupportedOp listing the known ones)."""
+    return _OPS.lookup(name)
+
+
 def get_op(node: Node) -> Op:
     """Instantiate the op for `node`; unknown ops raise UnsupportedOp naming the op and the node."""
     return _OPS.lookup(node.op, f" in node {node.name!r} (numpy backend)")(node)

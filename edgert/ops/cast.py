@@ -1,14 +1,16 @@
-"""Cast: convert to the element type `to` (an onnx.TensorProto.DataType int, or a numpy
-dtype name).
+"""Cast: convert to the element type `to` (an onnx.TensorProto.DataType int, a numpy dtype name,
+or an opset-1 type name such as "FLOAT").
 
 Float -> integer truncates toward zero (as C and ONNX Runtime); NaN / out-of-range values are
 undefined in ONNX and left to numpy.  string, bfloat16, float8 and 4-bit types raise
-UnsupportedOp."""
+UnsupportedOp; a `to` that names no type at all is a GraphError."""
 from __future__ import annotations
 
 import numpy as np
 
-from edgert.ops._util import fail, need, unsupported
+from edgert.ops._elementwise import kind_of, need_val
+from edgert.ops._schema import Attr, Val
+from edgert.ops._util import need, unsupported
 from edgert.ops.base import Op, register
 
 # onnx.TensorProto.DataType values (onnx/onnx.proto3, enum DataType)
@@ -21,30 +23,44 @@ ONNX_DTYPES: dict[int, np.dtype] = {
 _UNSUPPORTED = {0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16",
                 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ",
                 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1"}
+# Cast-1 `to` strings (TensorProto.DataType names) and numpy names -> the enum value
+_ONNX_NAMES = {"FLOAT": 1, "UINT8": 2, "INT8": 3, "UINT16": 4, "INT16": 5, "INT32": 6, "INT64": 7,
+               "BOOL": 9, "FLOAT16": 10, "DOUBLE": 11, "UINT32": 12, "UINT64": 13}
+_NAMES = {**{v: k for k, v in _UNSUPPORTED.items() if k},
+          **{v.lower(): k for k, v in _UNSUPPORTED.items() if k},
+          **_ONNX_NAMES, **{dt.name: k for k, dt in ONNX_DTYPES.items()}}
 
 
 def onnx_dtype(op, to) -> np.dtype:
-    if isinstance(to, str):
-        try:
-            dt = np.dtype(to)
-        except TypeError:
-            raise fail(op, f"unknown dtype name {to!r}") from None
-        if dt not in ONNX_DTYPES.values():
-            raise unsupported(op, f"dtype {to!r} is not supported")
-        return dt
-    to = int(to)
-    if to in ONNX_DTYPES:
-        return ONNX_DTYPES[to]
-    raise unsupported(op, f"element type {_UNSUPPORTED.get(to, to)} is not supported")
+    """`to` (enum int or name) -> numpy dtype; UnsupportedOp for a type edgert lacks, GraphError
+    for a value that names no type."""
+    code = _NAMES.get(to) if isinstance(to, str) else to
+    if isinstance(code, int) and not isinstance(code, bool):
+        if code in ONNX_DTYPES:
+            return ONNX_DTYPES[code]
+        if code in _UNSUPPORTED and code:
+            raise unsupported(op, f"element type {_UNSUPPORTED[code]} is not supported")
+    raise op.bad(f"'to' {to!r} is not an ONNX element type")
 
 
 @register
 class Cast(Op):
+    ATTRS = {"to": Attr(("int", "str"), lo=1, hi=23, required=True),
+             "saturate": Attr("int", choices=(0, 1))}      # opset 19+, float8 targets only
+
     def __init__(self, node):
         super().__init__(node)
-        if self.attr("to") is None:
-            raise fail(self, "attribute 'to' is required")
         self.to = onnx_dtype(self, self.attr("to"))
+
+    def infer(self, ins: list[Val | None]) -> list[Val]:
+        x = need_val(self, ins, 0, "input")
+        return [Val(self.to.name, x.shape)]
+
+    def scratch(self, ins, outs):
+        x = ins[0]       # float -> int truncates a copy of X first
+        if x is None or kind_of(x.dtype) != "f" or self.to.kind not in "iu":
+            return 0
+        return x.min_elements() * np.dtype(x.dtype).itemsize
 
     def run(self, x):
         x = need(self, x, "input")
@@ -53,4 +69,5 @@ class Cast(Op):
         if np.issubdtype(x.dtype, np.floating) and np.issubdtype(self.to, np.integer):
             with np.errstate(invalid="ignore"):
                 return (np.trunc(x).astype(self.to),)
-        return (x.astype(self.to),)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return (x.astype(self.to),)

@@ -1,20 +1,33 @@
 """Conv (float): im2col + BLAS per group; depthwise (group == C) takes the multiply-add fast path."""
 from __future__ import annotations
 
+import math
+from typing import ClassVar
+
 import numpy as np
 
 from edgert.kernels.im2col import conv_pads, depthwise_conv, im2col
+from edgert.ops._geometry import (CONV_ATTRS, FLOAT_TYPES, check_bias, checked_run, conv_geom,
+                                  itemsize, need_dtype, none_empty, same_dtype, shape_of,
+                                  zeros)
+from edgert.ops._schema import Attr, Val
 from edgert.ops.base import Op, register
 
 
 def conv_geometry(op: Op, x_shape, w_shape) -> tuple[list[int], list[int], list[int], list[int]]:
-    """(kernel, strides, pads, dilations) of a Conv-like op from its attributes and shapes."""
+    """(kernel, strides, pads, dilations) of a Conv-like op from its attributes and shapes.
+
+    A stride longer than the padded span only ever yields one output: it is shortened to the
+    span + 1 (same output) so strided views never see a hostile stride of 2^62."""
     nd = len(w_shape) - 2
     kernel = [int(k) for k in (op.attr("kernel_shape") or w_shape[2:])]
     strides = [int(s) for s in (op.attr("strides") or [1] * nd)]
     dilations = [int(d) for d in (op.attr("dilations") or [1] * nd)]
     pads = conv_pads(list(x_shape[2:]), kernel, strides, dilations,
                      op.attr("auto_pad", "NOTSET"), op.attr("pads"))
+    for i in range(nd):
+        span = x_shape[2 + i] + pads[i] + pads[nd + i] - ((kernel[i] - 1) * dilations[i] + 1)
+        strides[i] = min(strides[i], max(span, 0) + 1)
     return kernel, strides, pads, dilations
 
 
@@ -39,11 +52,37 @@ def weight_rows(w: np.ndarray, group: int) -> np.ndarray:
 
 @register
 class Conv(Op):
+    ATTRS: ClassVar[dict[str, Attr]] = CONV_ATTRS
+    INPUTS = (2, 3)
+
     def __init__(self, node):
         super().__init__(node)
         self.group = int(self.attr("group", 1))
         self._w_src = None
         self._w_rows = None
+
+    def infer(self, ins: list[Val | None]) -> list[Val]:
+        x, w = ins[0], ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        for what, v in (("X", x), ("W", w), ("B", b)):
+            need_dtype(self, v, FLOAT_TYPES, what)
+        dt = same_dtype(self, ("X", x), ("W", w), ("B", b))
+        geom = conv_geom(self, x, w)
+        check_bias(self, b, None if geom.out is None else geom.out[1])
+        return [Val(dt, geom.out)]
+
+    def scratch(self, ins: list[Val | None], outs: list[Val]) -> int:
+        geom = conv_geom(self, ins[0], ins[1])
+        if not none_empty(geom.out, shape_of(ins[0]), shape_of(ins[1])):
+            return 0
+        item = itemsize(outs[0].dtype, 4)
+        m = geom.out[1] if geom.out else None
+        # depthwise: the padded copy, repeated to M channels for a channel multiplier
+        dw = geom.padded_elements(m, always=None not in (m, geom.channels) and m != geom.channels)
+        gemm = geom.cols_elements() + geom.padded_elements(geom.channels)
+        if geom.depthwise:
+            return dw * item
+        return (min(dw, gemm) if geom.maybe_depthwise else gemm) * item
 
     def _rows(self, w: np.ndarray) -> np.ndarray:
         # weights are constant initializers: lay them out once per op instance
@@ -53,13 +92,14 @@ class Conv(Op):
         return self._w_rows
 
     def run(self, x, w, b=None):
-        kernel, strides, pads, dilations = conv_geometry(self, x.shape, w.shape)
-        if x.shape[1] != w.shape[1] * self.group:
-            raise ValueError(f"Conv {self.node.name!r}: input has {x.shape[1]} channels, weight "
-                             f"expects {w.shape[1]}×group {self.group}")
-        dw = self.group == x.shape[1] and w.shape[1] == 1 and self.group > 1
-        y = conv_float(x, w, self.group, kernel, strides, pads, dilations,
-                       None if dw else self._rows(w))
+        out = checked_run(self, [x, w, b])[0].shape
+        if x.size == 0 or w.size == 0 or math.prod(out) == 0:
+            y = zeros(self, out, x.dtype)          # no products: the bias alone (or nothing)
+        else:
+            kernel, strides, pads, dilations = conv_geometry(self, x.shape, w.shape)
+            dw = self.group == x.shape[1] and w.shape[1] == 1 and self.group > 1
+            y = conv_float(x, w, self.group, kernel, strides, pads, dilations,
+                           None if dw else self._rows(w))
         if b is not None:
             y = y + b.reshape((1, -1) + (1,) * (y.ndim - 2))
         return (y.astype(x.dtype, copy=False),)

@@ -9,8 +9,9 @@ import math
 
 import numpy as np
 
+from edgert.ops._elementwise import FLOAT, Unary
 from edgert.ops._util import need, need_float
-from edgert.ops.base import Op, register
+from edgert.ops.base import register
 
 _SERIES = [(-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(13)]
 _ERFC = [-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
@@ -37,7 +38,12 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 @register
-class Erf(Op):
+class Erf(Unary):
+    KINDS = FLOAT
+
+    def scratch(self, ins, outs):
+        return outs[0].min_elements() * 8            # float64 temporaries of X's size
+
     def run(self, x):
         x = need(self, x, "input")
         need_float(self, x)

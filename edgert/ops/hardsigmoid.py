@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgert.ops._elementwise import FLOAT, Unary
+from edgert.ops._schema import Attr
 from edgert.ops._util import need, need_float
-from edgert.ops.base import Op, register
+from edgert.ops.base import register
 
 
 @register
-class HardSigmoid(Op):
+class HardSigmoid(Unary):
+    KINDS = FLOAT
+    ATTRS = {"alpha": Attr("float"), "beta": Attr("float")}
+    IGNORED_ATTRS = frozenset({"consumed_inputs"})      # opset 1
+
     def __init__(self, node):
         super().__init__(node)
         self.alpha = float(self.attr("alpha", 0.2))

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgert.ops._elementwise import FLOAT, Unary
 from edgert.ops._util import need, need_float
-from edgert.ops.base import Op, register
+from edgert.ops.base import register
 
 
 @register
-class HardSwish(Op):
+class HardSwish(Unary):
+    KINDS = FLOAT
+
     def run(self, x):
         x = need(self, x, "X")
         need_float(self, x)

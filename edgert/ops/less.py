@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgert.ops._util import broadcast_shape, need, same_dtype
-from edgert.ops.base import Op, register
+from edgert.ops._elementwise import Binary
+from edgert.ops.base import register
 
 
 @register
-class Less(Op):
-    def run(self, a, b):
-        a, b = need(self, a, "A"), need(self, b, "B")
-        same_dtype(self, a, b)
-        broadcast_shape(self, a.shape, b.shape)
-        return (np.less(a, b),)
+class Less(Binary):
+    OUT_DTYPE = "bool"
+
+    def compute(self, a, b):
+        return np.less(a, b)

@@ -5,16 +5,45 @@ input tensor (N and C included), row-major (storage_order 0) or, for 2-D pooling
 over (H, W) (storage_order 1).  Ties keep the first window position in row-major order."""
 from __future__ import annotations
 
+import math
+from typing import ClassVar
+
 import numpy as np
 
-from edgert.ops._pool import windows
+from edgert.ops._geometry import FLOAT_TYPES, INT_TYPES, checked_run, need_dtype, zeros
+from edgert.ops._pool import POOL_ATTRS, pool_infer, pool_scratch, windows
+from edgert.ops._schema import Attr, Val
 from edgert.ops._util import fail, prod
 from edgert.ops.base import Op, register
 
 
 @register
 class MaxPool(Op):
+    ATTRS: ClassVar[dict[str, Attr]] = {**POOL_ATTRS, "storage_order": Attr("int", choices=(0, 1))}
+    OUTPUTS = (1, 2)                   # Y, optional Indices
+
+    def _want_idx(self) -> bool:
+        return len(self.node.outputs) > 1 and bool(self.node.outputs[1])
+
+    def infer(self, ins: list[Val | None]) -> list[Val]:
+        x = ins[0]
+        dt = need_dtype(self, x, FLOAT_TYPES | INT_TYPES, "X")
+        geom = pool_infer(self, x)
+        nd = None if geom.out is None else len(geom.out) - 2
+        if self._want_idx() and int(self.attr("storage_order", 0)) == 1 and nd not in (None, 2):
+            raise self.bad("storage_order=1 is defined for 2-D pooling only")
+        outs = [Val(dt, geom.out)]
+        if len(self.node.outputs) > 1:
+            outs.append(Val("int64", geom.out))
+        return outs
+
+    def scratch(self, ins: list[Val | None], outs: list[Val]) -> int:
+        return pool_scratch(pool_infer(self, ins[0]), outs[0].dtype)
+
     def run(self, x):
+        outs = checked_run(self, [x])
+        if math.prod(outs[0].shape) == 0:                   # nothing to pool: empty outputs
+            return tuple(zeros(self, v.shape, v.dtype) for v in outs)
         x, w = windows(self, x)
         spatial = list(x.shape[2:])
         if np.issubdtype(x.dtype, np.floating):

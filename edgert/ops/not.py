@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgert.ops._elementwise import Unary
 from edgert.ops._util import fail, need
-from edgert.ops.base import Op, register
+from edgert.ops.base import register
 
 
 @register
-class Not(Op):
+class Not(Unary):
+    KINDS = "b"
+
     def run(self, x):
         x = need(self, x, "X")
         if x.dtype != np.bool_:

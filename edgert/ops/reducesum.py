@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgert.ops._elementwise import NUM
 from edgert.ops._reduce import ReduceOp
 from edgert.ops.base import register
 
 
 @register
 class ReduceSum(ReduceOp):
+    KINDS = NUM
+
     def reduce(self, x, axes, keepdims):
         return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)

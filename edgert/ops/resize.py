@@ -11,94 +11,258 @@ Linear / cubic on any number of axes is the separable product of 1-D interpolati
 exactly ONNX's N-linear / N-cubic rule.  antialias=1 while downscaling raises UnsupportedOp."""
 from __future__ import annotations
 
-import math
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from edgert.ops._schema import MAX_DIM, Attr, Val, norm_axes as check_axes
+from edgert.ops._shape_ops import dprod, floor_mul, inp, int_vals, kind_of, list_len
 from edgert.ops._util import fail, int_list, need, norm_axes, unsupported
 from edgert.ops.base import Op, register
 
-_COORD_MODES = {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
-                "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"}
-_NEAREST_MODES = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"}
+_MODES = ("nearest", "linear", "cubic")
+_COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize")
+_NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+_POLICIES = ("stretch", "not_larger", "not_smaller")
 
 
 def _given(v):
     return v is not None and np.asarray(v).size > 0
 
 
+def _val_given(v: Val | None) -> bool | None:
+    """Whether an input counts as given (present and non-empty); None when its size is unknown."""
+    if v is None:
+        return False
+    if v.value is not None:
+        return np.asarray(v.value).size > 0
+    if v.shape is None:
+        return None
+    n = dprod(v.shape)
+    return None if n is None else n > 0
+
+
+def _val_size(v: Val | None) -> int | None:
+    if v is None:
+        return None
+    if v.value is not None:
+        return int(np.asarray(v.value).size)
+    return None if v.shape is None else dprod(v.shape)
+
+
+def _scale_list(a: Any, fail_with: Callable[[str], Exception]) -> list[float]:
+    """Scales as run reads them: float32, every one finite and positive."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiub":
+        raise fail_with(f"scales must be numbers, got dtype {a.dtype}")
+    with np.errstate(all="ignore"):
+        sc = a.astype(np.float32).reshape(-1)
+    if sc.size and not (np.all(np.isfinite(sc)) and np.all(sc > 0)):
+        raise fail_with(f"scales {sc.tolist()[:16]} must be finite and positive")
+    return [float(s) for s in sc.tolist()]
+
+
+def _policy_sizes(policy: str, sizes: list[int], in_sz: list[int],
+                  fail_with: Callable[[str], Exception]) -> tuple[float, list[int]]:
+    """keep_aspect_ratio_policy not_larger / not_smaller: one scale for every resized axis."""
+    if 0 in in_sz:
+        raise fail_with(f"keep_aspect_ratio_policy {policy!r} cannot scale an empty axis "
+                        f"(sizes {sizes}, input dims {in_sz})")
+    ratios = [o / d for o, d in zip(sizes, in_sz)]
+    s = min(ratios) if policy == "not_larger" else max(ratios)
+    return s, [floor_mul(s, d, 0.5) for d in in_sz]
+
+
 @register
 class Resize(Op):
+    ATTRS: ClassVar[dict[str, Attr]] = {
+        "mode": Attr("str", choices=_MODES),
+        "coordinate_transformation_mode": Attr("str", choices=_COORD_MODES),      # opset 11
+        "nearest_mode": Attr("str", choices=_NEAREST_MODES),                      # opset 11
+        "cubic_coeff_a": Attr("float"),                                           # opset 11
+        "exclude_outside": Attr("int", lo=0, hi=1),                               # opset 11
+        "extrapolation_value": Attr("float"),                                     # opset 11
+        "antialias": Attr("int", lo=0, hi=1),                                     # opset 18
+        "axes": Attr("ints"),                                                     # opset 18
+        "keep_aspect_ratio_policy": Attr("str", choices=_POLICIES),               # opset 18
+        "opset": Attr("int", lo=1, hi=10),      # edgert: the model opset, set by the importer when < 11
+    }
+    INPUTS = (1, 4)           # X, roi, scales, sizes (opset 11+); X, scales (opset 10)
+
     def __init__(self, node):
         super().__init__(node)
         self.mode = str(self.attr("mode", "nearest"))
-        if self.mode not in ("nearest", "linear", "cubic"):
-            raise fail(self, f"unknown mode {self.mode!r}")
         self.coord = str(self.attr("coordinate_transformation_mode", "half_pixel"))
-        if self.coord not in _COORD_MODES:
-            raise fail(self, f"unknown coordinate_transformation_mode {self.coord!r}")
         self.nearest = str(self.attr("nearest_mode", "round_prefer_floor"))
-        if self.nearest not in _NEAREST_MODES:
-            raise fail(self, f"unknown nearest_mode {self.nearest!r}")
         self.cubic_a = float(self.attr("cubic_coeff_a", -0.75))
         self.exclude_outside = bool(self.attr("exclude_outside", 0))
         self.extrapolation = float(self.attr("extrapolation_value", 0.0))
         self.antialias = bool(self.attr("antialias", 0))
         self.policy = str(self.attr("keep_aspect_ratio_policy", "stretch"))
-        if self.policy not in ("stretch", "not_larger", "not_smaller"):
-            raise fail(self, f"unknown keep_aspect_ratio_policy {self.policy!r}")
+
+    def _legacy_attr(self) -> bool:
+        return int(self.attr("opset", 11)) < 11
+
+    # ---- static inference --------------------------------------------------------------------
+
+    def _legacy_of(self, ins: list[Val | None]) -> bool | None:
+        """The opset-10 form Resize(X, scales), as `run` recognises it; None = cannot tell."""
+        if self._legacy_attr():
+            return True
+        g_roi = _val_given(inp(ins, 1))
+        g_sc, g_sz = _val_given(inp(ins, 2)), _val_given(inp(ins, 3))
+        if g_roi is False or g_sc or g_sz:
+            return False
+        if g_roi and g_sc is False and g_sz is False:
+            return True
+        return None
+
+    def infer(self, ins: list[Val | None]) -> list[Val]:
+        x = ins[0]
+        dtype = None if x is None else x.dtype
+        shape = None if x is None else x.shape
+        if shape is not None and len(shape) == 0:
+            raise self.bad("X must have rank >= 1")
+        r = None if shape is None else len(shape)
+        if self.attr("axes") is not None:
+            axes = [int(a) for a in self.attr("axes")]
+            if r is not None:
+                if any(not -r <= a < r for a in axes):
+                    raise self.bad(f"axes {axes} are out of range for rank {r}")
+                axes = check_axes(self, axes, r)
+            elif len(set(axes)) != len(axes):
+                raise self.bad(f"axes {axes} repeat an axis")
+            n_axes = len(axes)
+        else:
+            axes = None if r is None else list(range(r))
+            n_axes = r
+        legacy = self._legacy_of(ins)
+        if legacy and self.attr("coordinate_transformation_mode") not in (None, "asymmetric"):
+            raise self.bad("opset-10 Resize has no coordinate_transformation_mode")
+        out = None if shape is None else list(shape)
+        if axes is not None and out is not None:
+            for a in axes:
+                out[a] = None
+        if legacy is None:
+            return [Val(dtype, None if out is None else tuple(out))]
+        if legacy:
+            roi_v, sz_v = None, None
+            sc_v = inp(ins, 2) if inp(ins, 2) is not None else inp(ins, 1)
+        else:
+            roi_v, sc_v, sz_v = inp(ins, 1), inp(ins, 2), inp(ins, 3)
+        g_sc, g_sz = _val_given(sc_v), _val_given(sz_v)
+        if g_sc and g_sz:
+            raise self.bad("give scales or sizes, not both")
+        if g_sc is False and g_sz is False:
+            raise self.bad("needs scales or sizes")
+        if not legacy and self.coord == "tf_crop_and_resize":
+            g_roi = _val_given(roi_v)
+            if g_roi is False:
+                raise self.bad("tf_crop_and_resize needs roi")
+            n_roi = _val_size(roi_v)
+            if n_roi is not None and n_axes is not None and n_roi != 2 * n_axes:
+                raise self.bad(f"roi has {n_roi} entries, expected {2 * n_axes}")
+        new: list[int | None] | None = None          # output sizes of the resized axes
+        if g_sc:
+            n = _val_size(sc_v)
+            if n is not None and n_axes is not None and n != n_axes:
+                raise self.bad(f"scales has {n} entries, expected {n_axes}")
+            if sc_v.value is not None:
+                sc = _scale_list(sc_v.value, self.bad)
+                if axes is not None and shape is not None:
+                    new = [None if shape[a] is None else floor_mul(s, shape[a])
+                           for s, a in zip(sc, axes)]
+        elif g_sz:
+            n = list_len(self, sz_v, "sizes")
+            if n is not None and n_axes is not None and n != n_axes:
+                raise self.bad(f"sizes has {n} entries, expected {n_axes}")
+            sizes = int_vals(self, sz_v, "sizes")
+            if sizes is not None and any(o < 0 for o in sizes):
+                raise self.bad(f"sizes {sizes} must be non-negative")
+            if sizes is not None and axes is not None and shape is not None:
+                in_sz = [shape[a] for a in axes]
+                if self.policy == "stretch":
+                    new = list(sizes)
+                elif all(d is not None for d in in_sz):
+                    new = _policy_sizes(self.policy, sizes, in_sz, self.bad)[1]
+        if new is not None:
+            for a, o in zip(axes, new):
+                out[a] = o
+                if shape[a] == 0 and o is not None and o != 0:
+                    raise self.bad(f"cannot resize an empty axis {a} to {o}")
+        return [Val(dtype, None if out is None else tuple(out))]
+
+    def scratch(self, ins: list[Val | None], outs: list[Val]) -> int:
+        """The separable passes allocate one intermediate per resized axis (and linear / cubic
+        weighted taps of each); a lower bound from the known dims."""
+        x, y = ins[0], outs[0]
+        if x is None or x.shape is None or y.shape is None or len(x.shape) != len(y.shape):
+            return 0
+        item = np.dtype(x.dtype).itemsize if kind_of(x.dtype) is not None else 1
+        cur = [1 if d is None else d for d in x.shape]
+        stages = []
+        for a, (i, o) in enumerate(zip(x.shape, y.shape)):
+            if i is not None and o is not None and i != o and i and o:
+                cur[a] = o
+                stages.append(dprod(cur))
+        temps = stages if self.mode != "nearest" else stages[:-1]
+        return max(temps, default=0) * item
 
     # ---- output geometry --------------------------------------------------------------------
 
-    def _geometry(self, x, roi, scales, sizes):
+    def _geometry(self, x, roi, scales, sizes, coord):
         r = x.ndim
         axes = self.attr("axes")
         axes = list(range(r)) if axes is None else norm_axes(self, [int(a) for a in axes], r)
         in_sz = [x.shape[a] for a in axes]
+        bad = lambda m: fail(self, m)             # noqa: E731
         if _given(scales) and _given(sizes):
             raise fail(self, "give scales or sizes, not both")
         if _given(scales):
-            sc = np.asarray(scales, dtype=np.float32).reshape(-1)
-            if sc.size != len(axes):
-                raise fail(self, f"scales {sc.tolist()} must have {len(axes)} entries")
-            if np.any(sc <= 0):
-                raise fail(self, f"scales {sc.tolist()} must be positive")
-            sc = [float(s) for s in sc]
-            out = [int(math.floor(s * d)) for s, d in zip(sc, in_sz)]
+            if np.asarray(scales).size != len(axes):
+                raise fail(self, f"scales has {np.asarray(scales).size} entries, "
+                                 f"expected {len(axes)}")
+            sc = _scale_list(scales, bad)
+            out = [floor_mul(s, d) for s, d in zip(sc, in_sz)]
         elif _given(sizes):
             out = int_list(self, sizes, "sizes")
             if len(out) != len(axes) or any(o < 0 for o in out):
                 raise fail(self, f"sizes {out} must be {len(axes)} non-negative ints")
             if self.policy == "stretch":
-                sc = [float(np.float32(o / d)) if d else 1.0 for o, d in zip(out, in_sz)]
+                with np.errstate(all="ignore"):
+                    sc = [float(np.float32(o / d)) if d else 1.0 for o, d in zip(out, in_sz)]
             else:
-                ratios = [o / d for o, d in zip(out, in_sz)]
-                s = min(ratios) if self.policy == "not_larger" else max(ratios)
+                s, out = _policy_sizes(self.policy, out, in_sz, bad)
                 sc = [s] * len(axes)
-                out = [int(math.floor(s * d + 0.5)) for d in in_sz]
         else:
             raise fail(self, "needs scales or sizes")
         full_sc, full_out = [1.0] * r, list(x.shape)
         for a, s, o in zip(axes, sc, out):
+            if x.shape[a] == 0 and o != 0:
+                raise fail(self, f"cannot resize an empty axis {a} to {o}")
             full_sc[a], full_out[a] = s, o
         full_roi = [0.0] * r + [1.0] * r
-        if self.coord == "tf_crop_and_resize":
+        if coord == "tf_crop_and_resize":
             if not _given(roi):
                 raise fail(self, "tf_crop_and_resize needs roi")
-            rv = np.asarray(roi, dtype=np.float64).reshape(-1)
+            rv = np.asarray(roi)
+            if rv.dtype.kind not in "fiub":
+                raise fail(self, f"roi must be numbers, got dtype {rv.dtype}")
+            rv = rv.astype(np.float64).reshape(-1)
             if rv.size != 2 * len(axes):
                 raise fail(self, f"roi has {rv.size} entries, expected {2 * len(axes)}")
             for i, a in enumerate(axes):
                 full_roi[a], full_roi[r + a] = float(rv[i]), float(rv[len(axes) + i])
         return full_sc, full_out, full_roi, axes
 
-    def _coords(self, o_len, i_len, scale, start, end):
-        """Input coordinate of every output index along one axis.  Evaluated in float32, in the
-        order ONNX Runtime uses, so that nearest-neighbour ties round the same way."""
+    def _coords(self, o_len, i_len, scale, start, end, c):
+        """Input coordinate of every output index along one axis for coordinate transformation
+        mode c.  Evaluated in float32, in the order ONNX Runtime uses, so that nearest-neighbour
+        ties round the same way."""
         f = np.float32
         o = np.arange(o_len, dtype=f)
         s, half = f(scale), f(0.5)
-        c = self.coord
         if c == "half_pixel":
             return (o + half) / s - half
         if c == "half_pixel_symmetric":
@@ -165,18 +329,21 @@ class Resize(Op):
 
     def run(self, x, roi=None, scales=None, sizes=None):
         x = need(self, x, "X")
-        legacy = int(self.attr("opset", 11)) < 11 or (
+        coord = self.coord
+        legacy = self._legacy_attr() or (
             _given(roi) and not _given(scales) and not _given(sizes))
         if legacy:      # opset 10: Resize(X, scales), asymmetric coordinates
             roi, scales, sizes = None, (roi if scales is None else scales), None
-            if self.coord != "asymmetric" and self.attr("coordinate_transformation_mode"):
+            if self.attr("coordinate_transformation_mode") not in (None, "asymmetric"):
                 raise fail(self, "opset-10 Resize has no coordinate_transformation_mode")
-            self.coord = "asymmetric"
+            coord = "asymmetric"
         if x.ndim == 0:
             raise fail(self, "X must have rank >= 1")
         if self.mode != "nearest" and not np.issubdtype(x.dtype, np.floating):
             raise unsupported(self, f"{self.mode} resize of {x.dtype} is not supported")
-        sc, out, rv, axes = self._geometry(x, roi, scales, sizes)
+        sc, out, rv, axes = self._geometry(x, roi, scales, sizes, coord)
+        if any(o > MAX_DIM for o in out):
+            raise fail(self, f"output shape {out} has a dim over {MAX_DIM}")
         if self.antialias and self.mode != "nearest" and any(s < 1 for s in sc):
             raise unsupported(self, "antialias=1 downscaling is not supported")
         r = x.ndim
@@ -189,8 +356,8 @@ class Resize(Op):
                     raise fail(self, f"cannot resize an empty axis {ax} to {o_len}")
                 y = np.take(y, np.zeros(0, np.int64), axis=ax) if o_len == 0 else y
                 continue
-            c = self._coords(o_len, i_len, sc[ax], rv[ax], rv[r + ax])
-            crop = self.coord == "tf_crop_and_resize"
+            c = self._coords(o_len, i_len, sc[ax], rv[ax], rv[r + ax], coord)
+            crop = coord == "tf_crop_and_resize"
             if not crop and o_len == i_len and (sc[ax] == 1.0
                                                 or np.array_equal(c, np.arange(i_len))):
                 continue        # identity on this axis (ONNX Runtime copies scale-1 axes too)
@@ -218,5 +385,7 @@ class Resize(Op):
                 acc = term if acc is None else acc + term
             y = acc
         if outside is not None:
-            y = np.where(outside, x.dtype.type(self.extrapolation), y)
+            with np.errstate(all="ignore"):          # the value in X's type, as ONNX Runtime
+                fill = np.asarray(self.extrapolation).astype(x.dtype)
+            y = np.where(outside, fill, y)
         return (np.ascontiguousarray(y).astype(x.dtype, copy=False),)

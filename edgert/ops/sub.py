@@ -1,16 +1,16 @@
-"""Sub: elementwise a - b with numpy (multidirectional) broadcasting."""
+"""Sub: elementwise a - b with numpy (multidirectional) broadcasting (numeric types, not bool)."""
 from __future__ import annotations
 
 import numpy as np
 
-from edgert.ops._util import broadcast_shape, need, same_dtype
-from edgert.ops.base import Op, register
+from edgert.ops._elementwise import NUM, Binary
+from edgert.ops.base import register
 
 
 @register
-class Sub(Op):
-    def run(self, a, b):
-        a, b = need(self, a, "A"), need(self, b, "B")
-        same_dtype(self, a, b)
-        broadcast_shape(self, a.shape, b.shape)
-        return (np.subtract(a, b),)
+class Sub(Binary):
+    IGNORED_ATTRS = frozenset({"consumed_inputs"})      # opset 1
+    KINDS = NUM
+
+    def compute(self, a, b):
+        return np.subtract(a, b)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -507,6 +508,11 @@ class _Reader:
         if len(shape) > F.MAX_TENSOR_RANK or not all(
                 d is None or isinstance(d, str) or (_is_int(d) and d >= 0) for d in shape):
             raise PackageError(f"{where}.shape must be a list of non-negative ints, names or null")
+        span = 1
+        for d in shape:
+            span *= max(d, 1) if _is_int(d) else 1
+        if span > F.MAX_TENSOR_ELEMENTS:
+            raise PackageError(f"{where}.shape {shape} is over the element cap {F.MAX_TENSOR_ELEMENTS}")
         return ValueInfo(f.get("name", "str"), dtype, list(shape))
 
     def node(self, n: Any, where: str) -> Node:
@@ -569,18 +575,23 @@ class _Reader:
     def preprocess(self, d: dict[str, Any], where: str) -> Preprocess:
         f = _Fields(d, where)
         size = f.get("size", "list?", required=False)
-        if size is not None and (len(size) != 2 or not all(_is_int(x) and x > 0 for x in size)):
-            raise PackageError(f"{where}.size must be null or [height, width] of positive ints")
+        if size is not None and (len(size) != 2 or not all(
+                _is_int(x) and 0 < x <= F.MAX_PREPROCESS_SIDE for x in size)):
+            raise PackageError(f"{where}.size must be null or [height, width] of ints in "
+                               f"1..{F.MAX_PREPROCESS_SIDE}")
         for key in ("mean", "std"):
-            v = f.get(key, "list", required=False, default=[0.0])
-            if not 1 <= len(v) <= 4 or not all(_is_num(x) for x in v):
-                raise PackageError(f"{where}.{key} must be a list of 1..4 numbers")
+            v = f.get(key, "list", required=False, default=[1.0])
+            if len(v) not in (1, 3) or not all(_is_num(x) and math.isfinite(x) and abs(x) <= 1e6
+                                               for x in v):
+                raise PackageError(f"{where}.{key} must be a list of 1 or 3 finite numbers")
+            if key == "std" and not all(abs(x) >= 1e-6 for x in v):
+                raise PackageError(f"{where}.std {v} has a (near) zero entry")
         if f.get("channels", "str", required=False, default="rgb") not in ("rgb", "bgr", "gray"):
             raise PackageError(f"{where}.channels must be rgb, bgr or gray")
         if f.get("layout", "str", required=False, default="nchw") not in ("nchw", "nhwc"):
             raise PackageError(f"{where}.layout must be nchw or nhwc")
-        if f.get("pad_multiple", "int", required=False, default=1) < 1:
-            raise PackageError(f"{where}.pad_multiple must be >= 1")
+        if not 1 <= f.get("pad_multiple", "int", required=False, default=1) <= F.MAX_PREPROCESS_SIDE:
+            raise PackageError(f"{where}.pad_multiple must be in 1..{F.MAX_PREPROCESS_SIDE}")
         return Preprocess.from_json(d)
 
     _LAYER_FIELDS = {"name": "str", "op": "str", "weight": "str?", "wbits": "int?", "abits": "int?",

@@ -113,6 +113,9 @@ def rehash(data: bytes, sections: bool = True) -> bytes:
 def manifest_of(data: bytes) -> dict:
     _, secs, _ = parse(data)
     s = next(s for s in secs if s.kind == F.SectionKind.MANIFEST)
+    if s.codec == F.Codec.ZSTD:
+        import zstandard
+        return json.loads(zstandard.ZstdDecompressor().decompress(s.stored, max_output_size=s.raw_len))
     assert s.codec == F.Codec.NONE
     return json.loads(s.stored)
 

@@ -1,0 +1,219 @@
+"""Long structure-aware fuzzing campaigns against package loading (numpy oracle + ORT backend).
+
+    .venv/bin/python benchmarks/fuzz_packages.py --cases 20000 --workers 2 [--seed 1] [--json out.json]
+
+Seeds (tests/package/fuzz_manifest.py): the real PP-OCR mobile direction classifier at W6A8 (192
+nodes), a small hand-built package with every weight encoding, and byte-level mutants of the W6 one.
+Each case is mutated, rebuilt with valid hashes, written to a file and run by a worker process:
+`edgert.load` on each backend and one inference.  Workers are isolated: a case past `--timeout` is a
+`hang` (the worker is killed and replaced), a worker that exits mid-case is `died` (its exit code),
+and workers run under an address-space rlimit so an unbounded allocation surfaces as MemoryError
+(a `bug`) instead of taking the machine down.
+
+Prints a table of outcome counts per target and backend, and the first offending cases (mutation,
+backend, exception, message) so each can be replayed with `--replay TARGET:INDEX`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "package")]
+
+BACKENDS = ("numpy", "ort")
+
+
+def _targets(workdir: Path):
+    from fuzz_manifest import Target, build_cls_seed, build_tiny_seed, default_dims_of
+    cls, tiny = build_cls_seed(workdir), build_tiny_seed(workdir)
+    return {
+        "cls-w6": Target("cls-w6", cls.read_bytes(), default_dims_of(cls)),
+        "tiny": Target("tiny", tiny.read_bytes(), default_dims_of(tiny)),
+        "cls-w6-bytes": Target("cls-w6-bytes", cls.read_bytes(), default_dims_of(cls), mode="bytes"),
+    }
+
+
+# share of cases per target
+MIX = {"cls-w6": 0.6, "tiny": 0.25, "cls-w6-bytes": 0.15}
+
+
+def _worker(conn, workdir: str, rlimit_gb: float) -> None:
+    import resource
+    if rlimit_gb > 0:
+        lim = int(rlimit_gb * (1 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from fuzz_manifest import run_case
+    path = Path(workdir) / f"case-{os.getpid()}.pkg"
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        data, dims = msg
+        path.write_bytes(data)
+        outs = run_case(path, BACKENDS, dims)
+        conn.send([(o.backend, o.kind, o.message, o.trace) for o in outs])
+
+
+class Worker:
+    def __init__(self, ctx, workdir: Path, rlimit_gb: float):
+        self.ctx, self.workdir, self.rlimit_gb = ctx, workdir, rlimit_gb
+        self.start()
+
+    def start(self) -> None:
+        self.conn, child = self.ctx.Pipe()
+        self.proc = self.ctx.Process(target=_worker, args=(child, str(self.workdir), self.rlimit_gb),
+                                     daemon=True)
+        self.proc.start()
+        child.close()
+
+    def run(self, data: bytes, dims, timeout_s: float) -> list[tuple]:
+        try:
+            self.conn.send((data, dims))
+            if self.conn.poll(timeout_s):
+                return self.conn.recv()
+            self.proc.kill()
+            self.proc.join()
+            self.start()
+            return [(b, "hang", f"no answer in {timeout_s:g} s", "") for b in BACKENDS]
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            self.proc.join(5)
+            code = self.proc.exitcode
+            self.start()
+            return [(b, "died", f"worker exit code {code}", "") for b in BACKENDS]
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def _plan(n: int, seed: int) -> list[tuple[str, int]]:
+    """(target, case seed) for every case: deterministic, so any case can be replayed."""
+    out = []
+    for name, share in MIX.items():
+        out += [(name, seed * 1_000_003 + i) for i in range(round(n * share))]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=20000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case before `hang`")
+    ap.add_argument("--rlimit-gb", type=float, default=6.0, help="address-space limit per worker")
+    ap.add_argument("--first", type=int, default=12, help="offending cases to print")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--replay", help="TARGET:CASE_SEED: rerun one case in this process, with traceback")
+    args = ap.parse_args()
+
+    from fuzz_manifest import RandomChooser, run_case
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        targets = _targets(workdir)
+        if args.replay:
+            name, case_seed = args.replay.split(":")
+            data, changes = targets[name].mutant(RandomChooser(int(case_seed)))
+            p = workdir / "replay.pkg"
+            p.write_bytes(data)
+            print("mutation:", changes)
+            for o in run_case(p, BACKENDS, targets[name].default_dims):
+                print(o.backend, o.kind, o.message, o.trace, sep="\n  ")
+            return 0
+
+        plan = _plan(args.cases, args.seed)
+        ctx = mp.get_context("fork")
+        workers = [Worker(ctx, workdir, args.rlimit_gb) for _ in range(args.workers)]
+        counts: Counter = Counter()
+        offending: list[dict] = []
+        lock = threading.Lock()
+        todo = list(enumerate(plan))
+        t0 = time.monotonic()
+
+        def drive(w: Worker) -> None:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i, (name, case_seed) = todo.pop()
+                t = targets[name]
+                data, changes = t.mutant(RandomChooser(case_seed))
+                for backend, kind, msg, trace in w.run(data, t.default_dims, args.timeout):
+                    with lock:
+                        counts[(name, backend, kind)] += 1
+                        if not (kind == "ok" or kind.startswith("typed:")):
+                            offending.append({"target": name, "case_seed": case_seed,
+                                              "backend": backend, "kind": kind, "message": msg,
+                                              "changes": changes, "trace": trace})
+                with lock:
+                    done = len(plan) - len(todo)
+                    if done % 500 == 0:
+                        rate = done / (time.monotonic() - t0)
+                        print(f"  {done}/{len(plan)} cases, {rate:.1f}/s, "
+                              f"{len(offending)} offending", file=sys.stderr, flush=True)
+
+        threads = [threading.Thread(target=drive, args=(w,)) for w in workers]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for w in workers:
+            w.stop()
+        elapsed = time.monotonic() - t0
+
+    _print_table(counts, len(plan), elapsed, args)
+    offending.sort(key=lambda o: (o["kind"], o["target"]))
+    if offending:
+        print(f"\nFirst {min(args.first, len(offending))} offending cases "
+              f"(replay: benchmarks/fuzz_packages.py --replay TARGET:CASE_SEED):\n")
+        for o in offending[:args.first]:
+            print(f"- {o['target']}:{o['case_seed']} {o['backend']} {o['kind']}: {o['message'][:160]}"
+                  f"\n  mutation: {'; '.join(o['changes'])[:200]}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "cases": len(plan), "elapsed_s": elapsed, "seed": args.seed,
+            "counts": [{"target": t, "backend": b, "outcome": k, "n": n}
+                       for (t, b, k), n in sorted(counts.items())],
+            "offending": offending}, indent=1))
+    return 1 if offending else 0
+
+
+def _print_table(counts: Counter, n: int, elapsed: float, args) -> None:
+    import platform
+    print(f"\n{n} mutants x {len(BACKENDS)} backends, seed {args.seed}, {args.workers} workers, "
+          f"{elapsed:.0f} s ({n / max(elapsed, 1e-9):.1f} cases/s) on {platform.machine()} "
+          f"{_cpu_name()}\n")
+    kinds = sorted({k for (_, _, k) in counts}, key=lambda k: (k != "ok", not k.startswith("typed"), k))
+    rows = sorted({(t, b) for (t, b, _) in counts})
+    print("| target | backend | " + " | ".join(kinds) + " |")
+    print("|---|---|" + "---|" * len(kinds))
+    for t, b in rows:
+        print(f"| {t} | {b} | " + " | ".join(str(counts.get((t, b, k), 0)) for k in kinds) + " |")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="ascii", errors="replace"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

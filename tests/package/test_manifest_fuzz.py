@@ -1,0 +1,62 @@
+"""Structure-aware fuzzing of packages whose hashes are valid (issue: fail closed on hostile
+manifests).  Each case mutates one to three manifest values of a real W6 package (the PP-OCR
+direction classifier) or of a small hand-built one, rebuilds the file with valid hashes, loads it on
+the numpy oracle and on ONNX Runtime and runs one inference: the only acceptable outcomes are
+success and an EdgertError raised by a check (not by a safety net).  benchmarks/fuzz_packages.py
+runs the same harness for tens of thousands of cases in isolated workers."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fuzz_manifest import (DrawChooser, Target, build_cls_seed, build_tiny_seed, default_dims_of,
+                           run_case)
+
+BACKENDS = ("numpy", "ort")
+CASES = settings(max_examples=120, deadline=None, derandomize=False,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory, rapidocr_models) -> dict[str, Target]:
+    d = tmp_path_factory.mktemp("seeds")
+    cls, tiny = build_cls_seed(d), build_tiny_seed(d)
+    return {"cls": Target("cls", cls.read_bytes(), default_dims_of(cls)),
+            "tiny": Target("tiny", tiny.read_bytes(), default_dims_of(tiny)),
+            "cls-bytes": Target("cls-bytes", cls.read_bytes(), default_dims_of(cls), mode="bytes")}
+
+
+def _exercise(target: Target, data, tmp_path) -> None:
+    mutant, changes = target.mutant(DrawChooser(data))
+    p = tmp_path / "m.pkg"
+    p.write_bytes(mutant)
+    for o in run_case(p, BACKENDS, target.default_dims):
+        assert not o.bad, f"{target.name} mutant {changes}: {o.backend} -> {o.kind}: {o.message}\n{o.trace}"
+
+
+def test_seeds_run_unmutated(targets, tmp_path):
+    for t in targets.values():
+        p = tmp_path / f"{t.name}.pkg"
+        p.write_bytes(t.seed)
+        assert [o.kind for o in run_case(p, BACKENDS, t.default_dims)] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+@CASES
+@given(data=st.data())
+def test_cls_manifest_mutants_fail_closed(targets, tmp_path, data):
+    _exercise(targets["cls"], data, tmp_path)
+
+
+@settings(CASES, max_examples=100)
+@given(data=st.data())
+def test_tiny_manifest_mutants_fail_closed(targets, tmp_path, data):
+    _exercise(targets["tiny"], data, tmp_path)
+
+
+@pytest.mark.slow
+@settings(CASES, max_examples=60)
+@given(data=st.data())
+def test_cls_byte_mutants_fail_closed(targets, tmp_path, data):
+    _exercise(targets["cls-bytes"], data, tmp_path)
