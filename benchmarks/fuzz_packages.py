@@ -46,39 +46,39 @@ def _targets(workdir: Path):
 MIX = {"cls-w6": 0.6, "tiny": 0.25, "cls-w6-bytes": 0.15}
 
 
-def _worker(conn, workdir: str, rlimit_gb: float) -> None:
+def _worker(conn, workdir: str, rlimit_gb: float, targets) -> None:
     import resource
     if rlimit_gb > 0:
         lim = int(rlimit_gb * (1 << 30))
         resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from fuzz_manifest import run_case
     path = Path(workdir) / f"case-{os.getpid()}.pkg"
     while True:
         msg = conn.recv()
         if msg is None:
             return
-        data, dims = msg
+        name, data = msg
         path.write_bytes(data)
-        outs = run_case(path, BACKENDS, dims)
+        outs = targets[name].exercise(path, BACKENDS)
         conn.send([(o.backend, o.kind, o.message, o.trace) for o in outs])
 
 
 class Worker:
-    def __init__(self, ctx, workdir: Path, rlimit_gb: float):
-        self.ctx, self.workdir, self.rlimit_gb = ctx, workdir, rlimit_gb
+    def __init__(self, ctx, workdir: Path, rlimit_gb: float, targets):
+        self.ctx, self.workdir, self.rlimit_gb, self.targets = ctx, workdir, rlimit_gb, targets
         self.start()
 
     def start(self) -> None:
         self.conn, child = self.ctx.Pipe()
-        self.proc = self.ctx.Process(target=_worker, args=(child, str(self.workdir), self.rlimit_gb),
+        self.proc = self.ctx.Process(target=_worker, args=(child, str(self.workdir), self.rlimit_gb,
+                                                                self.targets),
                                      daemon=True)
         self.proc.start()
         child.close()
 
-    def run(self, data: bytes, dims, timeout_s: float) -> list[tuple]:
+    def run(self, name: str, data: bytes, timeout_s: float) -> list[tuple]:
         try:
-            self.conn.send((data, dims))
+            self.conn.send((name, data))
             if self.conn.poll(timeout_s):
                 return self.conn.recv()
             self.proc.kill()
@@ -114,14 +114,17 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case before `hang`")
+    ap.add_argument("--timeout", type=float, default=300.0,
+                    help="seconds per case (both backends) before it counts as a `hang`")
+    ap.add_argument("--slow", type=float, default=10.0,
+                    help="cases that finish but take longer than this are listed (seconds)")
     ap.add_argument("--rlimit-gb", type=float, default=6.0, help="address-space limit per worker")
     ap.add_argument("--first", type=int, default=12, help="offending cases to print")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--replay", help="TARGET:CASE_SEED: rerun one case in this process, with traceback")
     args = ap.parse_args()
 
-    from fuzz_manifest import RandomChooser, run_case
+    from fuzz_manifest import RandomChooser
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         targets = _targets(workdir)
@@ -131,17 +134,19 @@ def main() -> int:
             p = workdir / "replay.pkg"
             p.write_bytes(data)
             print("mutation:", changes)
-            for o in run_case(p, BACKENDS, targets[name].default_dims):
+            for o in targets[name].exercise(p, BACKENDS):
                 print(o.backend, o.kind, o.message, o.trace, sep="\n  ")
             return 0
 
         plan = _plan(args.cases, args.seed)
         ctx = mp.get_context("fork")
-        workers = [Worker(ctx, workdir, args.rlimit_gb) for _ in range(args.workers)]
+        workers = [Worker(ctx, workdir, args.rlimit_gb, targets) for _ in range(args.workers)]
         counts: Counter = Counter()
         offending: list[dict] = []
+        slow: list[dict] = []
         lock = threading.Lock()
         todo = list(enumerate(plan))
+        finished = [0]
         t0 = time.monotonic()
 
         def drive(w: Worker) -> None:
@@ -152,7 +157,14 @@ def main() -> int:
                     i, (name, case_seed) = todo.pop()
                 t = targets[name]
                 data, changes = t.mutant(RandomChooser(case_seed))
-                for backend, kind, msg, trace in w.run(data, t.default_dims, args.timeout):
+                t_case = time.monotonic()
+                results = w.run(name, data, args.timeout)
+                case_s = time.monotonic() - t_case
+                if case_s > args.slow:
+                    with lock:
+                        slow.append({"target": name, "case_seed": case_seed, "seconds": case_s,
+                                     "kinds": [r[1] for r in results], "changes": changes})
+                for backend, kind, msg, trace in results:
                     with lock:
                         counts[(name, backend, kind)] += 1
                         if not (kind == "ok" or kind.startswith("typed:")):
@@ -160,7 +172,8 @@ def main() -> int:
                                               "backend": backend, "kind": kind, "message": msg,
                                               "changes": changes, "trace": trace})
                 with lock:
-                    done = len(plan) - len(todo)
+                    finished[0] += 1
+                    done = finished[0]
                     if done % 500 == 0:
                         rate = done / (time.monotonic() - t0)
                         print(f"  {done}/{len(plan)} cases, {rate:.1f}/s, "
@@ -176,6 +189,13 @@ def main() -> int:
         elapsed = time.monotonic() - t0
 
     _print_table(counts, len(plan), elapsed, args)
+    if slow:
+        slow.sort(key=lambda c: -c["seconds"])
+        print(f"\n{len(slow)} cases finished but took over {args.slow:g} s (both backends; the "
+              f"graph asks for that much work within the memory budget):\n")
+        for c in slow[:args.first]:
+            print(f"- {c['target']}:{c['case_seed']} {c['seconds']:.0f} s {'/'.join(c['kinds'])}: "
+                  f"{'; '.join(c['changes'])[:160]}")
     offending.sort(key=lambda o: (o["kind"], o["target"]))
     if offending:
         print(f"\nFirst {min(args.first, len(offending))} offending cases "
@@ -188,6 +208,7 @@ def main() -> int:
             "cases": len(plan), "elapsed_s": elapsed, "seed": args.seed,
             "counts": [{"target": t, "backend": b, "outcome": k, "n": n}
                        for (t, b, k), n in sorted(counts.items())],
+            "slow": slow,
             "offending": offending}, indent=1))
     return 1 if offending else 0
 

@@ -82,13 +82,13 @@ class Session:
         if missing:
             raise InputError(f"missing input(s) {sorted(missing)}")
         dims: dict[str, int] = {}
-        return {vi.name: _check_feed(vi, np.asarray(feeds[vi.name]), dims) for vi in self.inputs}
+        checked = {vi.name: _check_feed(vi, np.asarray(feeds[vi.name]), dims) for vi in self.inputs}
+        if self.plan is not None:
+            self.plan.check_feeds(checked)      # every value of this run within the budget
+        return checked
 
     def run(self, feeds: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        feeds = self.check_feeds(feeds)
-        if self.plan is not None:
-            self.plan.check_feeds(feeds)
-        return self._exe.run(feeds)
+        return self._exe.run(self.check_feeds(feeds))
 
     def close(self) -> None:
         close = getattr(self.package, "close", None)

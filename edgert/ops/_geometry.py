@@ -346,7 +346,8 @@ def check_scale(op, v: Val | None, what: str, float32: bool = False) -> None:
     a = _values(v)
     if a is None:
         return
-    a64 = a.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        a64 = a.astype(np.float64)
     if not np.all(np.isfinite(a64)) or np.any(a64 <= 0):
         bad = float(a64[~(np.isfinite(a64) & (a64 > 0))].reshape(-1)[0])
         raise op.bad(f"{what} must be finite and > 0, got {bad!r}")

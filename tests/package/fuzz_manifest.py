@@ -303,19 +303,36 @@ def run_case(path: Path, backends: Sequence[str], default_dims: dict[str, list[i
     return out
 
 
+def mutate_model_manifest(seed: bytes, ch: Chooser) -> tuple[bytes, list[str]]:
+    m, done = mutate_manifest(manifest_of(seed), ch)
+    return mutant_bytes(seed, m), done
+
+
+MUTATORS: dict[str, Callable[[bytes, Chooser], tuple[bytes, list[str]]]] = {
+    "manifest": mutate_model_manifest,
+    "bytes": mutate_bytes,
+}
+
+
 @dataclass
 class Target:
-    """A seed to fuzz: its bytes, the input dims a named dim takes, how to mutate it."""
+    """A seed to fuzz: its bytes, how to mutate it (a MUTATORS name) and how to exercise a mutant
+    (`run(path) -> [Outcome]`; default: load + one inference on each backend).  Later formats plug
+    in here: a mutator for their extra sections (tokenizer, draft heads, OCR dictionary) or for a
+    GGUF header, and a runner that loads them (`edgert.load_llm`, the OCR pipeline)."""
     name: str
     seed: bytes
     default_dims: dict[str, list[int]]
-    mode: str = "manifest"           # "manifest" | "bytes"
+    mode: str = "manifest"
+    run: Callable[[Path], list[Outcome]] | None = None
 
     def mutant(self, ch: Chooser) -> tuple[bytes, list[str]]:
-        if self.mode == "bytes":
-            return mutate_bytes(self.seed, ch)
-        m, done = mutate_manifest(manifest_of(self.seed), ch)
-        return mutant_bytes(self.seed, m), done
+        return MUTATORS[self.mode](self.seed, ch)
+
+    def exercise(self, path: Path, backends: Sequence[str] = ("numpy", "ort")) -> list[Outcome]:
+        if self.run is not None:
+            return self.run(path)
+        return run_case(path, backends, self.default_dims)
 
 
 def default_dims_of(seed_path: Path) -> dict[str, list[int]]:
@@ -337,7 +354,6 @@ def default_dims_of(seed_path: Path) -> dict[str, list[int]]:
         return out
 
 
-Runner = Callable[[Path], list[Outcome]]
 
 
 # ---------------------------------------------------------------------------------------------

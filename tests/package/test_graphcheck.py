@@ -105,6 +105,8 @@ def test_run_time_shapes_are_checked_against_the_budget(seed):
         sess.run(np.ones((1, 2, 16, 16), np.float32))
         with pytest.raises(InputError, match="conv0.*budget"):
             sess.run(np.ones((1, 2, 64, 512), np.float32))
+        with pytest.raises(InputError, match="conv0.*budget"):      # `run --input`, `bench` path
+            sess.check_feeds(np.ones((1, 2, 64, 512), np.float32))
 
 
 def test_cli_gives_one_line_and_exit_2(seed, tmp_path):

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_manifest import (DrawChooser, Target, build_cls_seed, build_tiny_seed, default_dims_of,
-                           run_case)
+from fuzz_manifest import DrawChooser, Target, build_cls_seed, build_tiny_seed, default_dims_of
 
 BACKENDS = ("numpy", "ort")
 CASES = settings(max_examples=120, deadline=None, derandomize=False,
@@ -31,7 +30,7 @@ def _exercise(target: Target, data, tmp_path) -> None:
     mutant, changes = target.mutant(DrawChooser(data))
     p = tmp_path / "m.pkg"
     p.write_bytes(mutant)
-    for o in run_case(p, BACKENDS, target.default_dims):
+    for o in target.exercise(p, BACKENDS):
         assert not o.bad, f"{target.name} mutant {changes}: {o.backend} -> {o.kind}: {o.message}\n{o.trace}"
 
 
@@ -39,7 +38,7 @@ def test_seeds_run_unmutated(targets, tmp_path):
     for t in targets.values():
         p = tmp_path / f"{t.name}.pkg"
         p.write_bytes(t.seed)
-        assert [o.kind for o in run_case(p, BACKENDS, t.default_dims)] == ["ok", "ok"]
+        assert [o.kind for o in t.exercise(p, BACKENDS)] == ["ok", "ok"]
 
 
 @pytest.mark.slow
