@@ -27,22 +27,41 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "package")]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT / "tests" / "package")]
 
 BACKENDS = ("numpy", "ort")
 
 
-def _targets(workdir: Path):
-    from fuzz_manifest import Target, build_cls_seed, build_tiny_seed, default_dims_of
+def _targets(workdir: Path, ocr: bool):
+    from fuzz_manifest import Target, build_cls_seed, build_tiny_seed, default_dims_of, run_ocr_case
     cls, tiny = build_cls_seed(workdir), build_tiny_seed(workdir)
-    return {
+    out = {
         "cls-w6": Target("cls-w6", cls.read_bytes(), default_dims_of(cls)),
         "tiny": Target("tiny", tiny.read_bytes(), default_dims_of(tiny)),
         "cls-w6-bytes": Target("cls-w6-bytes", cls.read_bytes(), default_dims_of(cls), mode="bytes"),
     }
+    if ocr:
+        bundle = _ocr_bundle(workdir)
+        out["ocr-sections"] = Target("ocr-sections", bundle.read_bytes(), {}, mode="ocr-sections",
+                                     run=run_ocr_case)
+    return out
 
 
-# share of cases per target
+def _ocr_bundle(workdir: Path) -> Path:
+    """A W8A8 OCR bundle of the real PP-OCR models, calibrated on 2 rendered pages."""
+    from _common import model_path
+    from converters.ocr_bundle import OcrConvertOptions, convert_ocr
+    from converters.synthetic import write_calibration_folder
+    calib = workdir / "ocr-calib"
+    write_calibration_folder(calib, 2, seed=77, kind="page")
+    out = workdir / "ocr.pkg"
+    convert_ocr(model_path("det"), model_path("cls"), model_path("rec"), out,
+                OcrConvertOptions(wbits=8, abits=8, calib_dir=calib, det_calib_side=320,
+                                  max_calib_lines=12, sqnr_batches=0, progress=False))
+    return out
+
+
+# share of cases per target (the OCR target, when asked for, takes --ocr-cases on top)
 MIX = {"cls-w6": 0.6, "tiny": 0.25, "cls-w6-bytes": 0.15}
 
 
@@ -101,11 +120,12 @@ class Worker:
             self.proc.kill()
 
 
-def _plan(n: int, seed: int) -> list[tuple[str, int]]:
+def _plan(n: int, seed: int, ocr_cases: int = 0) -> list[tuple[str, int]]:
     """(target, case seed) for every case: deterministic, so any case can be replayed."""
     out = []
     for name, share in MIX.items():
         out += [(name, seed * 1_000_003 + i) for i in range(round(n * share))]
+    out += [("ocr-sections", seed * 1_000_003 + i) for i in range(ocr_cases)]
     return out
 
 
@@ -120,6 +140,8 @@ def main() -> int:
                     help="cases that finish but take longer than this are listed (seconds)")
     ap.add_argument("--rlimit-gb", type=float, default=6.0, help="address-space limit per worker")
     ap.add_argument("--first", type=int, default=12, help="offending cases to print")
+    ap.add_argument("--ocr-cases", type=int, default=0,
+                    help="also mutate an OCR bundle's config / keys sections (load + one line each)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--replay", help="TARGET:CASE_SEED: rerun one case in this process, with traceback")
     args = ap.parse_args()
@@ -127,7 +149,7 @@ def main() -> int:
     from fuzz_manifest import RandomChooser
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        targets = _targets(workdir)
+        targets = _targets(workdir, ocr=args.ocr_cases > 0 or (args.replay or "").startswith("ocr"))
         if args.replay:
             name, case_seed = args.replay.split(":")
             data, changes = targets[name].mutant(RandomChooser(int(case_seed)))
@@ -138,7 +160,7 @@ def main() -> int:
                 print(o.backend, o.kind, o.message, o.trace, sep="\n  ")
             return 0
 
-        plan = _plan(args.cases, args.seed)
+        plan = _plan(args.cases, args.seed, args.ocr_cases)
         ctx = mp.get_context("fork")
         workers = [Worker(ctx, workdir, args.rlimit_gb, targets) for _ in range(args.workers)]
         counts: Counter = Counter()

@@ -60,14 +60,40 @@ class ImageFolderReader:
             yield {self.input_name: x}
 
 
-class RandomReader:
-    """`count` batches of seeded random-normal tensors shaped like the graph inputs."""
+def _spatial_axes(layout: str) -> tuple[int, int]:
+    return (1, 2) if layout == "nhwc" else (2, 3)
 
-    def __init__(self, inputs: list[ValueInfo], count: int, seed: int = 0):
-        for vi in inputs:
-            if not all(isinstance(d, int) and d > 0 for d in vi.shape):
-                raise CalibrationError(f"random calibration needs concrete input dims, but input "
-                                       f"{vi.name!r} has shape {vi.shape} (pass input shapes)")
+
+def concrete_shape(vi: ValueInfo, hw: tuple[int, int] | None = None, layout: str = "nchw"
+                   ) -> list[int]:
+    """`vi`'s shape with every dim a number: for a 4-D (image) input, dynamic height / width come
+    from `hw` (the recorded preprocess size) and a dynamic batch is 1.  CalibrationError naming
+    the flags that pin dims when one stays dynamic."""
+    dims = list(vi.shape)
+    if hw is not None and len(dims) == 4:
+        for axis, size in zip(_spatial_axes(layout), hw):
+            if not isinstance(dims[axis], int):
+                dims[axis] = int(size)
+        if not isinstance(dims[0], int):
+            dims[0] = 1
+    if all(isinstance(d, int) and d > 0 for d in dims):
+        return dims
+    letters = dict(zip(_spatial_axes(layout), "HW")) if len(dims) == 4 else {}
+    example = "x".join(str(d) if isinstance(d, int) and d > 0 else
+                       "1" if i == 0 else letters.get(i, f"D{i}") for i, d in enumerate(vi.shape))
+    hint = " or --size HxW (height and width of an image input)" if len(dims) == 4 else ""
+    raise CalibrationError(f"random calibration needs concrete input dims, but input {vi.name!r} "
+                           f"has shape {vi.shape}: pass --input-shape {vi.name}:{example} (numbers "
+                           f"for the letters){hint}")
+
+
+class RandomReader:
+    """`count` batches of seeded random-normal tensors shaped like the graph inputs; dynamic dims
+    of a 4-D input are filled from `hw` (see `concrete_shape`)."""
+
+    def __init__(self, inputs: list[ValueInfo], count: int, seed: int = 0,
+                 hw: tuple[int, int] | None = None, layout: str = "nchw"):
+        self.shapes = {vi.name: concrete_shape(vi, hw, layout) for vi in inputs}
         self.inputs = inputs
         self.count = count
         self.seed = seed
@@ -78,7 +104,8 @@ class RandomReader:
     def __iter__(self) -> Iterator[Feeds]:
         rng = np.random.default_rng(self.seed)
         for _ in range(self.count):
-            yield {vi.name: rng.standard_normal(vi.shape).astype(vi.dtype) for vi in self.inputs}
+            yield {vi.name: rng.standard_normal(self.shapes[vi.name]).astype(vi.dtype)
+                   for vi in self.inputs}
 
 
 class ListReader:

@@ -32,7 +32,10 @@ def make_reader(graph: Graph, options: ConvertOptions) -> CalibrationReader | No
         return ImageFolderReader(options.calib_dir, options.preprocess, graph.inputs[0].name,
                                  options.calib_count)
     if options.calib_random > 0:
-        return RandomReader(graph.inputs, options.calib_random, options.seed)
+        pp = options.preprocess
+        return RandomReader(graph.inputs, options.calib_random, options.seed,
+                            hw=pp.size if pp is not None else None,
+                            layout=pp.layout if pp is not None else "nchw")
     return None
 
 
@@ -57,7 +60,7 @@ def quantize_model(graph: Graph, options: ConvertOptions,
     if names:
         if reader is None:
             raise CalibrationError("activation quantization needs calibration data: give a "
-                                   "calibration folder (--calib-dir) or --calib-random N")
+                                   "calibration folder (--calib DIR) or --calib-random N")
         qmin, qmax = abits_range(qopts.abits)
         calib = calibrate(graph, reader, names, options.observer,
                           ObserverConfig(percentile=options.percentile),
@@ -81,6 +84,8 @@ def quantize_model(graph: Graph, options: ConvertOptions,
         "scale_dtype": qopts.scale_dtype, "sparsity": qopts.sparsity,
         "nm": list(qopts.nm) if qopts.nm else None,
         "calibration_batches": calib.batches if calib else 0}
+    if options.task is not None:
+        qgraph.metadata["task"] = options.task.to_json()
     return QuantizeResult(qgraph, plan, calib, sqnr, time.perf_counter() - t0)
 
 
@@ -176,10 +181,12 @@ def convert(src_path: str | Path, out_path: str | Path,
     """ONNX file -> quantized edgert package; returns the summary."""
     from converters.onnx_import import ImportOptions, import_onnx
     from converters.package_writer import WriteOptions, write_package
+    from converters.source_format import check_source
     options = options or ConvertOptions()
     options.quantize_options()          # validate before any heavy work
     t0 = time.perf_counter()
     src, out = Path(src_path), Path(out_path)
+    check_source(src)
     graph = import_onnx(src, ImportOptions(input_shapes=dict(options.input_shapes) or None))
     check_supported(graph)
     reader = make_reader(graph, options)

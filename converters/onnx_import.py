@@ -11,7 +11,11 @@ What the importer does (docs/design.md, "Graph IR"):
   `metadata["value_shapes"]` / `metadata["value_dtypes"]` so later stages know ranks and shapes.
 
 Opsets 11-21 of the default domain are accepted as they are: the IR ops take both the attribute
-and the input form of parameters that moved between those opsets.
+and the input form of parameters that moved between those opsets.  A newer opset (up to the newest
+the installed onnx package knows) is accepted node by node: the op's schema at the model's opset
+(`onnx.defs.get_schema(op, opset).since_version`) must be no newer than the version edgert's op
+implements (`Op.ONNX_VERSION`, 21 unless the op says more); otherwise UnsupportedOp names the op,
+the version the model needs and the model's opset.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from edgert.errors import ConversionError, UnsupportedOp
 from edgert.ir import Dim, Graph, Node, ValueInfo
 
 MIN_OPSET = 11
-MAX_OPSET = 21
+BASE_OPSET = 21         # every op implements its semantics at opsets MIN_OPSET..BASE_OPSET
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _CONSTANT_VALUE_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints",
                          "value_string", "value_strings", "sparse_value")
@@ -125,6 +129,7 @@ def import_onnx(path_or_model: str | os.PathLike | Any, options: ImportOptions |
         if pn.domain not in _DEFAULT_DOMAINS:
             raise UnsupportedOp(f"node {node_name!r}: op {pn.op_type!r} of domain {pn.domain!r} is "
                                 f"not supported (only the default ONNX domain is)")
+        _check_op_version(pn.op_type, node_name, opset)
         if pn.op_type == "Constant":
             if len(pn.output) != 1 or not pn.output[0]:
                 raise ConversionError(f"Constant node {node_name!r} must have exactly one output")
@@ -183,10 +188,38 @@ def _check_opset(model: Any) -> int:
             opset = int(imp.version)
     if opset is None:
         raise ConversionError("the model imports no opset of the default ONNX domain")
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ConversionError(f"opset {opset} is not supported (supported: {MIN_OPSET}-{MAX_OPSET}); "
-                              f"re-export the model or run onnx.version_converter first")
+    import onnx
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ConversionError(f"opset {opset} is not supported (supported: {MIN_OPSET}-{newest}, "
+                              f"the newest the installed onnx package knows); re-export the model "
+                              f"or run onnx.version_converter first")
     return opset
+
+
+def _check_op_version(op_type: str, node_name: str, opset: int) -> None:
+    """Above BASE_OPSET a node imports only while its op's schema at the model's opset is one the
+    edgert op implements (a schema that changed after it may mean other semantics)."""
+    if opset <= BASE_OPSET:
+        return
+    import onnx
+    from edgert.ops.base import op_class
+    try:
+        implemented = op_class(op_type).ONNX_VERSION
+    except UnsupportedOp:
+        return                          # an unknown op: convert.check_supported names it
+    try:
+        since = onnx.defs.get_schema(op_type, opset, "").since_version
+    except onnx.defs.SchemaError:
+        return
+    if since > implemented:
+        # the newest opset whose schema of this op edgert implements
+        fits = next(v for v in range(since - 1, 0, -1)
+                    if onnx.defs.get_schema(op_type, v, "").since_version <= implemented)
+        have = onnx.defs.get_schema(op_type, implemented, "").since_version
+        raise UnsupportedOp(f"node {node_name!r}: op {op_type!r} at the model's opset {opset} is "
+                            f"{op_type}-{since}, newer than the {op_type}-{have} edgert "
+                            f"implements; re-export the model at opset {fits} or lower")
 
 
 def _tensor_to_array(t: Any, what: str) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgert.errors import ConversionError
 from edgert.ir import Preprocess
+from edgert.tasks import Task
 
 GRANULARITIES = ("channel", "tensor", "group")
 SCALE_DTYPES = ("fp16", "fp32")
@@ -108,6 +109,7 @@ class ConvertOptions:
     compress: str = "zstd"
     progress: bool = True
     signing_key: bytes | None = None     # raw Ed25519 private key: sign the package while writing
+    task: Task | None = None             # post-processing recorded as graph.metadata["task"] (edgert.tasks)
 
     def resolved_method(self) -> str:
         if self.method != "auto":

@@ -44,17 +44,38 @@ def _check_feed(vi: ValueInfo, arr: np.ndarray, dims: dict[str, int]) -> np.ndar
     return np.ascontiguousarray(arr)
 
 
+def _check_multiple(vi: ValueInfo, arr: np.ndarray, pp) -> None:
+    """The package's `Preprocess.pad_multiple` binds the height and width of a 4-D image input
+    wherever the model leaves them dynamic (a detection backbone halves them five times)."""
+    m = pp.pad_multiple if pp is not None else 1
+    if m <= 1 or len(vi.shape) != 4:
+        return
+    for axis, label in zip((1, 2) if pp.layout == "nhwc" else (2, 3), ("height", "width")):
+        if not isinstance(vi.shape[axis], int) and arr.shape[axis] % m:
+            raise InputError(f"input {vi.name!r} {label} {arr.shape[axis]} is not a multiple of "
+                             f"{m} (the package's pad_multiple), got shape {tuple(arr.shape)}")
+
+
 def _fmt(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 class Session:
-    def __init__(self, package, graph: Graph, backend_name: str, executable, plan=None):
+    def __init__(self, package, graph: Graph, backend_name: str, executable, plan=None, task=None):
         self.package = package
         self.graph = graph
         self.plan = plan              # edgert.graphcheck.GraphPlan: checks each new input shape
         self.backend = backend_name
         self._exe = executable
+        self._task = task             # edgert.tasks.Task recorded in the package (None: read lazily)
+
+    @property
+    def task(self):
+        """The post-processing task recorded in the package (edgert.tasks; "raw" when none)."""
+        if self._task is None:
+            from edgert.tasks import task_of
+            self._task = task_of(self.graph)
+        return self._task
 
     @property
     def inputs(self) -> list[ValueInfo]:
@@ -83,6 +104,8 @@ class Session:
             raise InputError(f"missing input(s) {sorted(missing)}")
         dims: dict[str, int] = {}
         checked = {vi.name: _check_feed(vi, np.asarray(feeds[vi.name]), dims) for vi in self.inputs}
+        for vi in self.inputs:
+            _check_multiple(vi, checked[vi.name], self.preprocess)
         if self.plan is not None:
             self.plan.check_feeds(checked)      # every value of this run within the budget
         return checked
@@ -100,6 +123,7 @@ def load(path: str | Path, options: LoadOptions | None = None, **kwargs) -> Sess
     """Read and validate a package, then prepare one of its models on a backend."""
     from edgert.graphcheck import CheckOptions, check_graph
     from edgert.package import ReadOptions, read_package
+    from edgert.tasks import task_of
 
     opts = options or LoadOptions(**kwargs)
     pkg = read_package(Path(path), ReadOptions(verify_hashes=opts.verify_hashes,
@@ -109,9 +133,10 @@ def load(path: str | Path, options: LoadOptions | None = None, **kwargs) -> Sess
         graph = pkg.graph(opts.model)
         # No backend sees a graph before it is checked (a hostile manifest can have valid hashes).
         plan = check_graph(graph, CheckOptions(max_value_bytes=opts.max_value_bytes))
+        task = task_of(graph)           # the recorded task record is manifest input too
         backend = get_backend(opts.backend)
         exe = backend.prepare(graph, BackendOptions(threads=opts.threads))
     except BaseException:
         pkg.close()
         raise
-    return Session(pkg, graph, backend.name, exe, plan)
+    return Session(pkg, graph, backend.name, exe, plan, task)

@@ -383,7 +383,55 @@ def _resize(lw: _Lowering, node: Node) -> None:
         ins = [ins[0], "", ins[1]]
     if int(node.attrs.get("opset", 11)) < 11:
         attrs["coordinate_transformation_mode"] = "asymmetric"       # opset-10 index mapping
+    if attrs.get("coordinate_transformation_mode") == "align_corners" and \
+            _fractional_scales(lw, ins):
+        _resize_align_corners_scales(lw, node, attrs, ins)
+        return
     lw.passthrough(node, attrs, ins)
+
+
+def _fractional_scales(lw: _Lowering, ins: list[str]) -> bool:
+    """Whether a Resize reads `scales` that may make scale * dim fractional (not when `sizes` is
+    given, nor for constant whole-number scales)."""
+    scales = ins[2] if len(ins) > 2 else ""
+    sizes = ins[3] if len(ins) > 3 else ""
+    if sizes and (sizes not in lw.inits or np.asarray(lw.inits[sizes]).size):
+        return False
+    if not scales:
+        return False
+    if scales in lw.inits:
+        sc = np.asarray(lw.inits[scales], np.float64).reshape(-1)
+        return bool(sc.size) and not np.all(sc == np.floor(sc))
+    return True
+
+
+def _resize_align_corners_scales(lw: _Lowering, node: Node, attrs: dict[str, Any],
+                                 ins: list[str]) -> None:
+    """align_corners with `scales`: ONNX (and the oracle, edgert/ops/resize.py) maps x_out to
+    x_out * (in - 1) / (w - 1) with the fractional target length w = in * scale; ORT divides by
+    the integer output length - 1.  The same mapping in ORT's terms: sizes = floor(w) and
+    tf_crop_and_resize over roi [0, (sizes - 1) / (w - 1)], whose x_out * end * (in - 1) /
+    (sizes - 1) is that mapping (and never leaves [0, in - 1], so nothing is extrapolated)."""
+    x, scales, base = ins[0], ins[2], node.name
+    f32 = P.ONNX_DTYPE["float32"]
+
+    def emit(op, inputs, **kw):
+        out = lw.fresh(f"{base}_ac_{op.lower()}")
+        lw.emit(op, inputs, [out], attrs=kw or None)
+        return out
+
+    dims = emit("Shape", [x])
+    if attrs.get("axes") is not None:
+        dims = emit("Gather", [dims, lw.const(np.array(attrs["axes"], np.int64), base + "_axes")])
+    width = emit("Mul", [emit("Cast", [dims], to=f32), scales])     # in * scale, as ORT sizes it
+    out_f = emit("Floor", [width])
+    one = lw.const(np.array(1.0, np.float32), base + "_one")
+    tiny = lw.const(np.array(np.finfo(np.float32).tiny, np.float32), base + "_tiny")
+    end = emit("Div", [emit("Sub", [out_f, one]), emit("Max", [emit("Sub", [width, one]), tiny])])
+    roi = emit("Concat", [emit("Sub", [end, end]), end], axis=0)
+    sizes = emit("Cast", [out_f], to=P.ONNX_DTYPE["int64"])
+    lw.passthrough(node, {**attrs, "coordinate_transformation_mode": "tf_crop_and_resize"},
+                   [x, roi, "", sizes])
 
 
 def _reshape(lw: _Lowering, node: Node) -> None:
@@ -566,7 +614,10 @@ def _cast(lw: _Lowering, node: Node) -> None:
     from edgert.ops.cast import ONNX_DTYPES, onnx_dtype      # `to` may be a name (opset 1)
     to = onnx_dtype(op_class("Cast")(node), node.attrs["to"])
     code = next(k for k, v in ONNX_DTYPES.items() if v == to)
-    lw.passthrough(node, {**node.attrs, "to": code})
+    # round_mode (Cast-24) applies to float8e8m0 targets only (edgert refuses those); opset 21
+    # has no such attribute
+    attrs = {k: v for k, v in node.attrs.items() if k != "round_mode"}
+    lw.passthrough(node, {**attrs, "to": code})
 
 
 _LOWER = {
@@ -594,10 +645,18 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _onnxruntime():
+    """onnxruntime, with its process-wide default logger at ERROR (3): its warnings would reach
+    the terminal as multi-line colour dumps around edgert's own one-line errors."""
+    import onnxruntime
+    onnxruntime.set_default_logger_severity(3)
+    return onnxruntime
+
+
 class OrtExecutable:
     def __init__(self, graph: Graph, options: BackendOptions, act_u8: bool, vnni: bool,
                  matmulnbits_accuracy: int = 1):
-        import onnxruntime as ort
+        ort = _onnxruntime()
         self._ort = ort
         self.matmulnbits_accuracy = matmulnbits_accuracy
         self.graph = graph
@@ -619,7 +678,9 @@ class OrtExecutable:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.options.threads > 0:
             so.intra_op_num_threads = self.options.threads
-        so.log_severity_level = 3
+        # FATAL only: ORT logs each failed run at ERROR too, and the error already reaches the
+        # caller as the exception this backend turns into an InputError / UnsupportedOp.
+        so.log_severity_level = 4
         # ORT fuses blocked DequantizeLinear -> MatMul into com.microsoft MatMulNBits itself; its
         # default accuracy level 4 quantizes the activations to int8 (~1% off the oracle).
         so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level",
@@ -701,7 +762,7 @@ class OrtBackend(Backend):
     @classmethod
     def available(cls) -> bool:
         try:
-            import onnxruntime  # noqa: F401
+            _onnxruntime()
         except ImportError:
             return False
         return True

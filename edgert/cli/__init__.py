@@ -75,6 +75,48 @@ def _shape(value: str | None) -> list[int] | None:
         raise CliError(f"--shape wants dims like 1x3x640x640, got {value!r}") from None
 
 
+def _task(name: str | None, labels_file: Path | None, items: tuple[str, ...]):
+    """--task NAME [--labels FILE] [--task-param KEY=VALUE ...] -> an edgert.tasks.Task (or None)."""
+    if name is None:
+        if labels_file is not None or items:
+            raise CliError("--labels and --task-param need --task")
+        return None
+    from edgert.tasks import get_task, read_labels
+
+    record: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--task-param wants KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text                # a bare word: format=ssd
+        record[key.strip()] = value
+    if labels_file is not None:
+        record["labels"] = list(read_labels(labels_file))
+    return get_task(name).from_json(record)
+
+
+def _input_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
+    """('x:1x3x48x320', ...) -> {"x": [1, 3, 48, 320]}; the name ends at the last ':' (TF-style
+    names such as 'input:0' keep theirs)."""
+    out: dict[str, list[int]] = {}
+    for value in values:
+        name, sep, dims = value.rpartition(":")
+        try:
+            shape = [int(d) for d in dims.lower().replace("×", "x").split("x")]
+        except ValueError:
+            shape = []
+        if not sep or not name or not shape or min(shape) <= 0:
+            raise CliError(f"--input-shape wants NAME:DIMS with positive dims, e.g. "
+                           f"x:1x3x48x320; got {value!r}")
+        if name in out:
+            raise CliError(f"--input-shape gives input {name!r} twice")
+        out[name] = shape
+    return out
+
+
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -110,7 +152,15 @@ def main() -> None:
 @click.option("--calib-count", type=click.IntRange(1, 100000), default=32, show_default=True)
 @click.option("--layer-bits", default=None, help="per-layer weight bits, e.g. conv1=8,conv2=4")
 @click.option("--keep-float", default=None, help="comma-separated layers (globs) kept in float")
-@click.option("--size", default=None, help="input HxW recorded in the package, e.g. 640x640")
+@click.option("--size", default=None,
+              help="image input HxW, e.g. 640x640: images are resized to it (recorded in the "
+                   "package); it also sizes random calibration inputs whose H, W are dynamic")
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:DIMS",
+              help="pin an input's dims in the package, e.g. x:1x3x48x320 (repeatable)")
+@click.option("--pad-multiple", type=click.IntRange(1, 1024), default=None,
+              help="dynamic H, W of an image input must be multiples of it; images are padded up "
+                   "to it when there is no --size  [default: 32, or 1 when --size is not a "
+                   "multiple of 32]")
 @click.option("--mean", default=None, help="per-channel mean after scaling pixels to [0,1]")
 @click.option("--std", default=None, help="per-channel std after scaling pixels to [0,1]")
 @click.option("--channels", type=click.Choice(["rgb", "bgr", "gray"]), default="rgb", show_default=True)
@@ -120,19 +170,29 @@ def main() -> None:
 @click.option("--nm", default=None, help="N:M structured sparsity, e.g. 2:4")
 @click.option("--compress", type=click.Choice(["zstd", "none"]), default="zstd", show_default=True)
 @click.option("--sign-key", type=click.Path(path_type=Path), default=None, help="Ed25519 private key")
+@click.option("--task", "task_name", default=None,
+              help="post-processing recorded in the package: classification | segmentation | "
+                   "detection | text-detection | raw")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
+              help="class names, one per line (classification, segmentation, detection)")
+@click.option("--task-param", "task_params", multiple=True, metavar="KEY=VALUE",
+              help="a task parameter, e.g. top_k=3 or format=ssd (value parsed as JSON when it is)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def convert(source, output, wbits, abits, granularity, group_size, method, mixed, small_layer_params,
             observer, calib_dir,
-            calib_random, calib_count, layer_bits, keep_float, size, mean, std, channels, layout,
-            scale_dtype, sparsity, nm, compress, sign_key, quiet, as_json):
+            calib_random, calib_count, layer_bits, keep_float, size, input_shape, pad_multiple,
+            mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
+            labels_file, task_params, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package."""
     from converters.convert import convert as run_convert
     from converters.options import ConvertOptions
+    from converters.source_format import check_source
     from edgert.ir import Preprocess
 
     if not source.is_file():
         raise CliError(f"source model not found: {source}")
+    check_source(source)                # a file of another kind is named before anything else
     if calib_dir is None and not calib_random:
         raise CliError("activation quantization needs calibration data: --calib DIR or --calib-random N")
     nm_pair = None
@@ -143,9 +203,13 @@ def convert(source, output, wbits, abits, granularity, group_size, method, mixed
         except (ValueError, AssertionError):
             raise CliError(f"--nm wants N:M with 0 < N < M <= 16, e.g. 2:4; got {nm!r}") from None
         nm_pair = (n, m)
-    pp = Preprocess(size=_parse_hw(size), mean=_floats(mean, "mean") or (0.0, 0.0, 0.0),
+    hw = _parse_hw(size)
+    if pad_multiple is None:            # 32: the stride of detection backbones (PP-OCR det, FPNs)
+        pad_multiple = 1 if hw and any(d % 32 for d in hw) else 32
+    pp = Preprocess(size=hw, mean=_floats(mean, "mean") or (0.0, 0.0, 0.0),
                     std=_floats(std, "std") or (1.0, 1.0, 1.0), channels=channels, layout=layout,
-                    pad_multiple=32)
+                    pad_multiple=pad_multiple)
+    task = _task(task_name, labels_file, task_params)
     signing_key = None
     if sign_key is not None:
         from edgert.package.signing import load_private_key
@@ -156,8 +220,9 @@ def convert(source, output, wbits, abits, granularity, group_size, method, mixed
         calib_dir=calib_dir, calib_random=calib_random, calib_count=calib_count,
         layer_bits=_layer_bits(layer_bits),
         keep_float=set(filter(None, (keep_float or "").split(","))), scale_dtype=scale_dtype,
-        sparsity=sparsity, nm=nm_pair, preprocess=pp, compress=compress, progress=not quiet,
-        signing_key=signing_key)
+        sparsity=sparsity, nm=nm_pair, preprocess=pp, input_shapes=_input_shapes(input_shape),
+        compress=compress, progress=not quiet,
+        signing_key=signing_key, task=task)
     if observer:
         opts.observer = observer
     report = run_convert(source, output, opts)
@@ -206,44 +271,6 @@ _threads_opt = click.option("--threads", type=click.IntRange(0, 256), default=0,
 _sig_opt = click.option("--require-signature", is_flag=True, help="refuse unsigned packages")
 _key_opt = click.option("--public-key", type=click.Path(path_type=Path), default=None,
                         help="Ed25519 public key that must have signed the package")
-
-
-@main.command()
-@click.argument("package", type=click.Path(path_type=Path))
-@click.option("--input", "inputs", multiple=True, type=click.Path(path_type=Path),
-              help="image file, .npy array, or NAME=file.npy (repeatable)")
-@click.option("--camera", is_flag=True, help="run continuously on a camera")
-@click.option("--camera-index", type=int, default=0, show_default=True)
-@click.option("--frames", type=click.IntRange(0), default=0, help="stop after N camera frames (0 = forever)")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="output folder")
-@_backend_opt
-@_threads_opt
-@_sig_opt
-@_key_opt
-@click.option("--model", default=None, help="model name inside a multi-model package")
-@click.option("--json", "as_json", is_flag=True)
-def run(package, inputs, camera, camera_index, frames, out_dir, backend, threads, require_signature,
-        public_key, model, as_json):
-    """Run a package on an image / array (writes npy + json, and a PNG for maps) or a camera."""
-    from edgert import outputs as outmod
-
-    if not inputs and not camera:
-        raise CliError("give --input FILE (image or .npy) or --camera")
-    sess = _load_session(package, backend, threads, require_signature, public_key, model)
-    if camera:
-        from edgert.camera import run_camera
-        run_camera(sess, index=camera_index, frames=frames, out_dir=out_dir,
-                   echo=lambda s: click.echo(s, err=True))
-        return
-    feeds, source = outmod.read_inputs(sess, list(inputs))
-    result = outmod.timed_run(sess, feeds)
-    summary = outmod.summarize(sess, result, source)
-    if out_dir is not None:
-        summary["files"] = outmod.write_outputs(out_dir, result.outputs, summary)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        click.echo(outmod.format_summary(summary))
 
 
 # --------------------------------------------------------------------------- bench
@@ -335,6 +362,14 @@ main.add_command(_fleet_group)
 from edgert.cli.eval import eval_group as _eval_group  # noqa: E402
 
 main.add_command(_eval_group, name="eval")
+
+from edgert.cli.ocr import convert_ocr as _convert_ocr_command  # noqa: E402
+
+main.add_command(_convert_ocr_command)
+
+from edgert.cli.run import run as _run_command  # noqa: E402
+
+main.add_command(_run_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -29,6 +29,11 @@ class Op:
     INPUTS: ClassVar[tuple[int, int]] = (1, 1)               # (min, max) count, "" included
     OPTIONAL_INPUTS: ClassVar[frozenset[int]] = frozenset()  # positions < min that may be ""
     OUTPUTS: ClassVar[tuple[int, int]] = (1, 1)              # outputs past the first may be ""
+    # Newest ONNX version of the op (`since_version` in onnx.defs) whose semantics `run` follows.
+    # Every op implements opsets 11-21; one whose later versions only added element types edgert
+    # does not have raises it.  The importer refuses a node whose schema at the model's opset is
+    # newer (converters/onnx_import.py).
+    ONNX_VERSION: ClassVar[int] = 21
 
     def __init__(self, node: Node):
         self.node = node

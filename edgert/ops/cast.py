@@ -2,7 +2,7 @@
 or an opset-1 type name such as "FLOAT").
 
 Float -> integer truncates toward zero (as C and ONNX Runtime); NaN / out-of-range values are
-undefined in ONNX and left to numpy.  string, bfloat16, float8 and 4-bit types raise
+undefined in ONNX and left to numpy.  string, bfloat16, float8, float6, 4-bit and 2-bit types raise
 UnsupportedOp; a `to` that names no type at all is a GraphError."""
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ ONNX_DTYPES: dict[int, np.dtype] = {
 }
 _UNSUPPORTED = {0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16",
                 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ",
-                21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1"}
+                21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1", 24: "FLOAT8E8M0", 25: "UINT2",
+                26: "INT2", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2"}
 # Cast-1 `to` strings (TensorProto.DataType names) and numpy names -> the enum value
 _ONNX_NAMES = {"FLOAT": 1, "UINT8": 2, "INT8": 3, "UINT16": 4, "INT16": 5, "INT32": 6, "INT64": 7,
                "BOOL": 9, "FLOAT16": 10, "DOUBLE": 11, "UINT32": 12, "UINT64": 13}
@@ -45,8 +46,12 @@ def onnx_dtype(op, to) -> np.dtype:
 
 @register
 class Cast(Op):
-    ATTRS = {"to": Attr(("int", "str"), lo=1, hi=23, required=True),
-             "saturate": Attr("int", choices=(0, 1))}      # opset 19+, float8 targets only
+    # Versions 23-28 added only types edgert does not have (float4/6/8e8m0, int2/uint2) and, in 24,
+    # `round_mode`, which applies to float8e8m0 targets only.
+    ONNX_VERSION = 28
+    ATTRS = {"to": Attr(("int", "str"), lo=1, hi=28, required=True),
+             "saturate": Attr("int", choices=(0, 1)),      # opset 19+, float8 targets only
+             "round_mode": Attr("str", choices=("up", "down", "nearest"))}   # opset 24+, e8m0 only
 
     def __init__(self, node):
         super().__init__(node)

@@ -83,6 +83,8 @@ def literal(op, v) -> np.ndarray:
 
 @register
 class Constant(Op):
+    ONNX_VERSION = 25    # versions 23-25 only added float4e2m1 / float8e8m0 / int2 / uint2,
+                         # which edgert does not have
     ATTRS = {"value": Attr("json"),
              "value_float": Attr("float"), "value_floats": Attr("floats", max_len=MAX_LITERAL),
              "value_int": Attr("int"), "value_ints": Attr("ints", max_len=MAX_LITERAL),

@@ -52,6 +52,7 @@ def weight_rows(w: np.ndarray, group: int) -> np.ndarray:
 
 @register
 class Conv(Op):
+    ONNX_VERSION = 22    # version 22 only added bfloat16, which edgert does not have
     ATTRS: ClassVar[dict[str, Attr]] = CONV_ATTRS
     INPUTS = (2, 3)
 

@@ -19,6 +19,8 @@ _MODES = ("constant", "reflect", "edge", "wrap")
 
 @register
 class Pad(Op):
+    ONNX_VERSION = 25    # versions 23-25 only added float4e2m1 / float8e8m0 / int2 / uint2,
+                         # which edgert does not have
     ATTRS: ClassVar[dict[str, Attr]] = {
         "mode": Attr("str", choices=_MODES),   # "wrap" since opset 19
         "pads": Attr("ints"),                  # opset 2 (an input since 11)

@@ -13,6 +13,8 @@ from edgert.ops.base import Op, register
 
 @register
 class Reshape(Op):
+    ONNX_VERSION = 25    # versions 23-25 only added float4e2m1 / float8e8m0 / int2 / uint2,
+                         # which edgert does not have
     ATTRS: ClassVar[dict[str, Attr]] = {
         "shape": Attr("ints", lo=-1),          # opset 1 (an input since opset 5)
         "allowzero": Attr("int", lo=0, hi=1),  # opset 14

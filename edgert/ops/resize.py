@@ -8,7 +8,15 @@ align_corners, asymmetric, tf_half_pixel_for_nn, tf_crop_and_resize), nearest_mo
 extrapolation_value, axes and keep_aspect_ratio_policy (opset 18).
 
 Linear / cubic on any number of axes is the separable product of 1-D interpolations, which is
-exactly ONNX's N-linear / N-cubic rule.  antialias=1 while downscaling raises UnsupportedOp."""
+exactly ONNX's N-linear / N-cubic rule.  The ONNX reference implementation
+(onnx/reference/ops/op_resize.py) and its node test cases define two finer points:
+
+* align_corners with `scales` maps x_out to x_out * (in - 1) / (scale * in - 1): the target
+  length is the fractional scale * in, not the integer output length (onnx/onnx#2462: intended;
+  ONNX Runtime uses the integer length, so the ORT backend lowers such a Resize differently);
+* antialias=1 (opset 18) while downscaling by s < 1 widens the linear / cubic kernel by 1 / s:
+  taps at every input index within 1 / s (linear) or 2 / s (cubic) of x, weighted by the
+  kernel at s * distance and normalised to sum 1."""
 from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
@@ -225,6 +233,7 @@ class Resize(Op):
                                  f"expected {len(axes)}")
             sc = _scale_list(scales, bad)
             out = [floor_mul(s, d) for s, d in zip(sc, in_sz)]
+            widths = [s * d for s, d in zip(sc, in_sz)]        # fractional target lengths
         elif _given(sizes):
             out = int_list(self, sizes, "sizes")
             if len(out) != len(axes) or any(o < 0 for o in out):
@@ -232,16 +241,19 @@ class Resize(Op):
             if self.policy == "stretch":
                 with np.errstate(all="ignore"):
                     sc = [float(np.float32(o / d)) if d else 1.0 for o, d in zip(out, in_sz)]
+                widths = [float(o) for o in out]
             else:
                 s, out = _policy_sizes(self.policy, out, in_sz, bad)
                 sc = [s] * len(axes)
+                widths = [s * d for d in in_sz]
         else:
             raise fail(self, "needs scales or sizes")
         full_sc, full_out = [1.0] * r, list(x.shape)
-        for a, s, o in zip(axes, sc, out):
+        full_width = [float(d) for d in x.shape]
+        for a, s, o, w in zip(axes, sc, out, widths):
             if x.shape[a] == 0 and o != 0:
                 raise fail(self, f"cannot resize an empty axis {a} to {o}")
-            full_sc[a], full_out[a] = s, o
+            full_sc[a], full_out[a], full_width[a] = s, o, w
         full_roi = [0.0] * r + [1.0] * r
         if coord == "tf_crop_and_resize":
             if not _given(roi):
@@ -254,12 +266,13 @@ class Resize(Op):
                 raise fail(self, f"roi has {rv.size} entries, expected {2 * len(axes)}")
             for i, a in enumerate(axes):
                 full_roi[a], full_roi[r + a] = float(rv[i]), float(rv[len(axes) + i])
-        return full_sc, full_out, full_roi, axes
+        return full_sc, full_out, full_roi, full_width
 
-    def _coords(self, o_len, i_len, scale, start, end, c):
+    def _coords(self, o_len, i_len, scale, start, end, c, width):
         """Input coordinate of every output index along one axis for coordinate transformation
         mode c.  Evaluated in float32, in the order ONNX Runtime uses, so that nearest-neighbour
-        ties round the same way."""
+        ties round the same way.  `width` is the target length scale * in, fractional when it
+        came from `scales` (only align_corners reads it)."""
         f = np.float32
         o = np.arange(o_len, dtype=f)
         s, half = f(scale), f(0.5)
@@ -271,7 +284,9 @@ class Resize(Op):
         if c == "pytorch_half_pixel":
             return (o + half) / s - half if o_len > 1 else np.zeros_like(o)
         if c == "align_corners":
-            return o * f(i_len - 1) / f(o_len - 1) if o_len > 1 else np.zeros_like(o)
+            if width == o_len:
+                return o * f(i_len - 1) / f(o_len - 1) if o_len > 1 else np.zeros_like(o)
+            return o * f(i_len - 1) / f(width - 1)          # width > o_len >= 1 here
         if c == "asymmetric":
             return o / s
         if c == "tf_half_pixel_for_nn":
@@ -305,6 +320,39 @@ class Resize(Op):
         i1 = np.minimum(i0 + 1, i_len - 1)
         w1 = c - i0
         return [i0, i1], [1.0 - w1, w1]
+
+    def _antialiased(self, c, i_len, scale):
+        """Downscaling by `scale` < 1 with antialias: the linear (support 1) or cubic (support 2)
+        kernel stretched to support / scale, normalised per output index.  With x = xi + t,
+        t in (0, 1] (an integer x counts as t = 1, as in the ONNX reference), tap j reads input
+        xi + lo + j at distance lo + j - t."""
+        support = 1.0 if self.mode == "linear" else 2.0
+        lo = int(np.floor(-support / scale)) + 1
+        n = 2 - 2 * lo
+        c = c.astype(np.float64)
+        xi = np.ceil(c) - 1
+        t = c - xi
+        dist = np.abs((lo + np.arange(n)[None, :] - t[:, None]) * scale)
+        if self.mode == "linear":
+            w = np.clip(1.0 - dist, 0.0, 1.0)
+        else:
+            a = self.cubic_a
+            near = ((a + 2) * dist - (a + 3)) * dist * dist + 1           # Keys' cubic kernel
+            far = ((a * dist - 5 * a) * dist + 8 * a) * dist - 4 * a
+            w = np.where(dist <= 1, near, np.where(dist < 2, far, 0.0))
+        idx = xi.astype(np.int64)[:, None] + lo + np.arange(n)[None, :]
+        if self.exclude_outside:
+            w = np.where((idx >= 0) & (idx < i_len), w, 0.0)
+        tot = w.sum(axis=1, keepdims=True)
+        w = w / np.where(tot == 0, 1.0, tot)
+        idx = np.clip(idx, 0, i_len - 1)
+        if n > i_len:
+            # a tiny scale: more taps than input pixels, the ones past the edges all reading an
+            # edge pixel.  One tap per pixel instead (then at most 4 output rows: n ~ 4 / scale).
+            dense = np.zeros((len(c), i_len))
+            np.add.at(dense, (np.arange(len(c))[:, None], idx), w)
+            return [np.full(len(c), j, np.int64) for j in range(i_len)], list(dense.T)
+        return list(idx.T), list(w.T)
 
     def _cubic(self, c, i_len):
         a = self.cubic_a
@@ -341,11 +389,9 @@ class Resize(Op):
             raise fail(self, "X must have rank >= 1")
         if self.mode != "nearest" and not np.issubdtype(x.dtype, np.floating):
             raise unsupported(self, f"{self.mode} resize of {x.dtype} is not supported")
-        sc, out, rv, axes = self._geometry(x, roi, scales, sizes, coord)
+        sc, out, rv, widths = self._geometry(x, roi, scales, sizes, coord)
         if any(o > MAX_DIM for o in out):
             raise fail(self, f"output shape {out} has a dim over {MAX_DIM}")
-        if self.antialias and self.mode != "nearest" and any(s < 1 for s in sc):
-            raise unsupported(self, "antialias=1 downscaling is not supported")
         r = x.ndim
         y = x
         outside = None
@@ -356,7 +402,7 @@ class Resize(Op):
                     raise fail(self, f"cannot resize an empty axis {ax} to {o_len}")
                 y = np.take(y, np.zeros(0, np.int64), axis=ax) if o_len == 0 else y
                 continue
-            c = self._coords(o_len, i_len, sc[ax], rv[ax], rv[r + ax], coord)
+            c = self._coords(o_len, i_len, sc[ax], rv[ax], rv[r + ax], coord, widths[ax])
             crop = coord == "tf_crop_and_resize"
             if not crop and o_len == i_len and (sc[ax] == 1.0
                                                 or np.array_equal(c, np.arange(i_len))):
@@ -370,6 +416,8 @@ class Resize(Op):
                     outside = bad if outside is None else (outside | bad)
             if self.mode == "nearest":
                 idx, ws = self._nearest(c, i_len, (sc[ax] < 1) if legacy else None)
+            elif self.antialias and sc[ax] < 1:
+                idx, ws = self._antialiased(c, i_len, sc[ax])
             elif self.mode == "linear":
                 idx, ws = self._linear(c, i_len)
             else:

@@ -131,6 +131,27 @@ def test_resize_forms(ort_backend, form):
     compare(ort_backend, g, {"x": f32(1, 2, 4, 5)})
 
 
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("scales,axes", [([1, 1, 0.7, 1.6], None), ([0.6, 2.5], [2, 3]),
+                                         ([1, 1, 2, 3], None)])
+def test_resize_align_corners_with_scales(mode, scales, axes):
+    """ONNX's align_corners divides by in * scale - 1 (fractional), ORT by the integer output
+    length - 1: the lowering makes ORT compute ONNX's mapping (whole-number scales pass
+    through).  Dynamic H, W: the mapping is built from the run's shape."""
+    attrs = {"mode": mode, "coordinate_transformation_mode": "align_corners"}
+    if axes:
+        attrs["axes"] = axes
+    g = Graph("rs_ac", [vi("x", "float32", [1, 2, "h", "w"])],
+              [vi("y", "float32", [1, 2, None, None])],
+              [Node("Resize", "rs", ["x", "", "scales"], ["y"], attrs)],
+              {"scales": np.array(scales, np.float32)})
+    be = OrtBackend()
+    for shape in ((1, 2, 7, 5), (1, 2, 4, 9)):
+        compare(be, g, {"x": f32(*shape)})
+    low = lower(g, be.act_u8)
+    assert (b"tf_crop_and_resize" in low.model) == (scales != [1, 1, 2, 3])
+
+
 # -------------------------------------------------------------------------------- quantized nets
 def _qconv_chain(abits: int = 8, wmax: int = 127):
     """QuantizeLinear -> QLinearConv(3x3, per-channel, bias, folded ReLU) -> QLinearConv(1x1,

@@ -154,3 +154,114 @@ def test_no_camera_is_a_clear_error(det_pkg):
     pytest.importorskip("cv2")
     res = invoke("run", det_pkg, "--camera", "--camera-index", 57, "--frames", 1)
     assert_one_line_error(res, "camera")
+
+
+# ---- issue 10 §5: what a new user tries first
+
+def test_tiny_input_is_one_line_and_ort_prints_nothing(det_pkg, tmp_path, capfd):
+    """A 1x3x7x7 array on the det package: edgert's one line (the recorded pad_multiple), exit 2,
+    and not a byte from ONNX Runtime's own logger on the terminal."""
+    import edgert
+    from edgert.errors import InputError
+
+    x = tmp_path / "tiny.npy"
+    np.save(x, np.zeros((1, 3, 7, 7), np.float32))
+    capfd.readouterr()
+    res = invoke("run", det_pkg, "--input", x, "--backend", "ort")
+    assert_one_line_error(res, "'x'", "height 7", "multiple of 32")
+    out = capfd.readouterr()
+    assert not out.out.strip() and not out.err.strip(), out
+    # without the recorded multiple, shape propagation still refuses it in one line, before ORT
+    sess = edgert.load(det_pkg, backend="ort")
+    sess.graph.preprocess = None
+    with pytest.raises(InputError, match="cannot run") as ei:
+        sess.run(np.zeros((1, 3, 7, 7), np.float32))
+    assert len(str(ei.value).splitlines()) == 1
+    # and ORT's own failure, when reached, is silent too (its text is in the exception only)
+    with pytest.raises(InputError, match="ort backend"):
+        sess._exe.run({"x": np.zeros((1, 3, 7, 7), np.float32)})
+    out = capfd.readouterr()
+    assert "onnxruntime" not in out.err + out.out, out
+    sess.close()
+
+
+def test_pad_multiple_binds_dynamic_dims_only(tmp_path):
+    from converters.package_writer import WriteOptions, write_package
+    from tiny_pkg import tiny_graph
+
+    g = tiny_graph()
+    g.preprocess.pad_multiple = 8            # inputs [1, 3, "h", "w"]: h, w dynamic
+    pkg = tmp_path / "tiny.pkg"
+    write_package(pkg, [g], WriteOptions(zstd_level=1))
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 3, 16, 12), np.float32))
+    assert_one_line_error(invoke("run", pkg, "--input", x, "--backend", "numpy"),
+                          "width 12", "multiple of 8")
+    np.save(x, np.zeros((1, 3, 16, 24), np.float32))
+    assert invoke("run", pkg, "--input", x, "--backend", "numpy").exit_code == 0
+    g.inputs[0].shape = [1, 3, 12, 12]      # fixed dims: the model says what it takes
+    g.outputs[0].shape = [1, 2, 12, 12]
+    write_package(pkg, [g], WriteOptions(zstd_level=1))
+    np.save(x, np.zeros((1, 3, 12, 12), np.float32))
+    res = invoke("run", pkg, "--input", x, "--backend", "numpy")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("name,data", [
+    ("notes.txt", b"remember: convert the det model at 640x640\n"),
+    ("notes.onnx", b"# not a model, whatever the suffix says\n"),      # content, not suffix
+    ("empty.onnx", b""),
+])
+def test_convert_a_non_model_names_what_edgert_reads(tmp_path, name, data):
+    src = tmp_path / name
+    src.write_bytes(data)
+    # no calibration flags on purpose: the source is judged first
+    res = invoke("convert", src, "-o", tmp_path / "x.pkg")
+    assert_one_line_error(res, name, "not a model edgert can read", "ONNX")
+    assert "calibration" not in res.output
+
+
+def test_convert_a_tflite_file_says_what_it_is(tmp_path):
+    src = tmp_path / "model.bin"
+    src.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))     # flatbuffer root offset + identifier
+    assert_one_line_error(invoke("convert", src, "-o", tmp_path / "x.pkg"), "TFLite", "ONNX")
+
+
+@pytest.mark.slow
+def test_convert_rec_with_random_calibration_and_size(rec_model, tmp_path):
+    """`--size HxW` sizes random calibration inputs of a model with dynamic H / W (the rec model
+    is [N, 3, ?, W]); the package keeps the dims dynamic and records the size."""
+    out = tmp_path / "rec.pkg"
+    res = invoke("convert", rec_model, "-o", out, "--calib-random", 2, "--size", "48x320",
+                 "--quiet", "--json")
+    assert res.exit_code == 0, res.output
+    info = json.loads(invoke("inspect", out, "--json").output)["models"][0]
+    assert info["preprocess"]["size"] == [48, 320]
+    assert info["preprocess"]["pad_multiple"] == 1, "48 is no multiple of 32: no padding rule"
+    assert [d if isinstance(d, int) else None for d in info["inputs"][0]["shape"]] == \
+        [None, 3, None, None]
+    x = tmp_path / "line.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((1, 3, 48, 200)).astype(np.float32))
+    res = invoke("run", out, "--input", x, "--backend", "ort")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.slow
+def test_convert_rec_with_input_shape(rec_model, tmp_path):
+    out = tmp_path / "rec.pkg"
+    res = invoke("convert", rec_model, "-o", out, "--calib-random", 2,
+                 "--input-shape", "x:1x3x48x160", "--quiet", "--json")
+    assert res.exit_code == 0, res.output
+    info = json.loads(invoke("inspect", out, "--json").output)["models"][0]
+    assert info["inputs"][0]["shape"] == [1, 3, 48, 160]
+
+
+def test_convert_rec_without_dims_names_the_flags(rec_model, tmp_path):
+    res = invoke("convert", rec_model, "-o", tmp_path / "rec.pkg", "--calib-random", 2, "--quiet")
+    assert_one_line_error(res, "'x'", "--input-shape x:1x3xHxW", "--size HxW")
+    for bad in ("x1x3x48x320", "x:1x3x0x4", "x:1xAx4", ":1x3"):
+        assert_one_line_error(invoke("convert", rec_model, "-o", tmp_path / "r.pkg",
+                                     "--calib-random", 2, "--input-shape", bad), "--input-shape")
+    assert_one_line_error(invoke("convert", rec_model, "-o", tmp_path / "r.pkg",
+                                 "--calib-random", 2, "--input-shape", "y:1x3x48x320"),
+                          "'y'", "not a model input")

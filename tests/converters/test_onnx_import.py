@@ -272,3 +272,85 @@ def test_unsorted_nodes_are_sorted_and_unknown_inputs_rejected():
                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     with pytest.raises(ConversionError, match="'r'.*ghost"):
         import_onnx(m2, ImportOptions(passes=[], shape_inference=False))
+
+
+# ---------------------------------------------------------------------------- opsets above 21
+
+def _conv_block(opset):
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3))
+                                .astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, -1], np.int64), "shape")
+    return _model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+                   helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                   helper.make_node("HardSwish", ["r"], ["h"], name="hswish"),
+                   helper.make_node("Add", ["h", "c"], ["a"], name="add"),
+                   helper.make_node("Reshape", ["a", "shape"], ["y"], name="flat")],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+                  [w, shape], opset=opset)
+
+
+def test_newest_opset_imports_where_schemas_are_unchanged():
+    """A model at opset 21 stamped with the newest opset the onnx package knows: Conv-22,
+    HardSwish-22 and Reshape-25 only added types, so it imports and computes the same."""
+    from converters.convert import check_supported
+
+    newest = onnx.defs.onnx_opset_version()
+    assert newest > 21
+    m21 = _conv_block(21)
+    m = _conv_block(21)
+    m.opset_import[0].version = newest
+    g = import_onnx(m)
+    check_supported(g)
+    assert g.metadata["opset"] == newest
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(_run_numpy(g, {"x": x})["y"], _run_numpy(import_onnx(m21),
+                                                                             {"x": x})["y"])
+
+
+def test_op_whose_schema_changed_after_21_is_refused():
+    newest = onnx.defs.onnx_opset_version()
+    since = onnx.defs.get_schema("Range", newest).since_version       # Range-27 added stash_type
+    assert since > 21
+    m = _model([helper.make_node("Range", ["a", "b", "c"], ["y"], name="steps")],
+               [helper.make_tensor_value_info(n, TensorProto.FLOAT, []) for n in "abc"],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])], opset=newest)
+    with pytest.raises(UnsupportedOp) as ei:
+        import_onnx(m)
+    msg = str(ei.value)
+    for needle in ("'steps'", "'Range'", f"Range-{since}", f"opset {newest}", "Range-11",
+                   f"opset {since - 1}"):
+        assert needle in msg, msg
+    m.opset_import[0].version = since - 1                            # still Range-11: imports
+    assert [n.op for n in import_onnx(m).nodes] == ["Range"]
+    m.opset_import[0].version = newest + 1                           # unknown to onnx itself
+    with pytest.raises(ConversionError, match=f"opset {newest + 1}"):
+        import_onnx(m)
+
+
+def test_declared_op_versions_only_add_types():
+    """An op that says it implements an ONNX version above 21 (Op.ONNX_VERSION) may do so only
+    where the later schemas kept every input, output and attribute the op knows, and any new
+    attribute is one the op declares."""
+    from edgert.ops import known_ops
+    from edgert.ops.base import op_class
+
+    def io(s):
+        return ([(p.name, p.option) for p in s.inputs], [(p.name, p.option) for p in s.outputs])
+
+    checked = 0
+    for name in known_ops():
+        cls = op_class(name)
+        if cls.ONNX_VERSION <= 21:
+            continue
+        base = onnx.defs.get_schema(name, 21)
+        top = onnx.defs.get_schema(name, cls.ONNX_VERSION)
+        assert top.since_version == cls.ONNX_VERSION, f"{name}: no version {cls.ONNX_VERSION}"
+        for v in range(22, cls.ONNX_VERSION + 1):
+            s = onnx.defs.get_schema(name, v)
+            assert io(s) == io(base), f"{name}-{s.since_version} changed its inputs / outputs"
+            assert set(base.attributes) <= set(s.attributes), f"{name}-{s.since_version}"
+            new = set(s.attributes) - set(base.attributes)
+            assert new <= set(cls.ATTRS), f"{name}-{s.since_version} added {new}"
+        checked += 1
+    assert checked >= 10

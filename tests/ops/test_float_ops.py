@@ -48,7 +48,9 @@ def plain_attrs(node: onnx.NodeProto) -> dict:
     return out
 
 
-def run_both(op, inputs, attrs=None, opset=17, n_out=1):
+def run_both(op, inputs, attrs=None, opset=17, n_out=1, reference="ort"):
+    """(edgert's outputs, the reference's): onnxruntime, or with reference="onnx" the ONNX
+    reference evaluator (for the few cases where onnxruntime departs from it)."""
     attrs = attrs or {}
     in_names = [f"x{i}" if v is not None else "" for i, v in enumerate(inputs)]
     while in_names and in_names[-1] == "":
@@ -62,18 +64,23 @@ def run_both(op, inputs, attrs=None, opset=17, n_out=1):
     model = helper.make_model(helper.make_graph([proto], "g", vis, outs),
                               opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, 8 if opset < 15 else 9 if opset < 19 else 10)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    want = sess.run(None, feeds)
+    if reference == "onnx":
+        from onnx.reference import ReferenceEvaluator
+        want = ReferenceEvaluator(model).run(None, feeds)
+    else:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        want = sess.run(None, feeds)
     node = Node(op=op, name=proto.name, inputs=in_names, outputs=out_names,
                 attrs=plain_attrs(proto))
     got = get_op(node).run(*inputs[:len(in_names)])
     return got, want
 
 
-def check(op, inputs, attrs=None, opset=17, n_out=1, exact=False):
-    got, want = run_both(op, inputs, attrs, opset, n_out)
+def check(op, inputs, attrs=None, opset=17, n_out=1, exact=False, reference="ort", atol=1e-6):
+    got, want = run_both(op, inputs, attrs, opset, n_out, reference)
     assert len(got) >= n_out
     for g, w in zip(got[:n_out], want):
         g = np.asarray(g)
@@ -82,7 +89,7 @@ def check(op, inputs, attrs=None, opset=17, n_out=1, exact=False):
         if exact or not np.issubdtype(w.dtype, np.floating):
             np.testing.assert_array_equal(g, w)
         else:
-            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=atol)
 
 
 X4 = f32(2, 3, 5, 4)
@@ -326,12 +333,37 @@ CASES += [
     ("resize10_down", "Resize", [R_X, fs(1, 1, 0.5, 0.5)], {"mode": "nearest"}, 10, 1),
     ("resize10_linear", "Resize", [R_X, fs(1, 1, 2, 1.5)], {"mode": "linear"}, 10, 1),
 ]
+# antialias=1 (opset 18) downscaling: the linear / cubic kernel stretched by 1 / scale
+R_BIG = f32(1, 2, 9, 11)
+for _mode in ("linear", "cubic"):
+    for _tag, _ins in (("scales", [R_BIG, None, fs(1, 1, 0.5, 0.3)]),
+                       ("sizes", [R_BIG, None, None, i64(1, 2, 4, 5)]),
+                       ("mixed", [R_BIG, None, fs(1, 1, 0.7, 1.6)])):
+        for _extra in ({}, {"exclude_outside": 1},
+                       {"coordinate_transformation_mode": "pytorch_half_pixel"}):
+            CASES.append((f"resize18_antialias_{_mode}_{_tag}_{'_'.join(_extra) or 'default'}",
+                          "Resize", _ins, {"mode": _mode, "antialias": 1, **_extra}, 18, 1))
+# align_corners with `scales` whose scale * dim is fractional (the 2.5 on the width of 5 above,
+# and these): ONNX maps x_out to x_out * (in - 1) / (scale * in - 1) (its reference evaluator and
+# node tests; onnx/onnx#2462), onnxruntime divides by the integer output length - 1 instead.
+# edgert follows ONNX, so these cases are checked against the ONNX reference evaluator.
+for _mode in ("nearest", "linear", "cubic"):
+    for _aa in (0, 1):
+        if not (_mode == "nearest" and _aa):
+            CASES.append((f"resize18_align_corners_fractional_{_mode}_aa{_aa}", "Resize",
+                          [R_BIG, None, fs(1, 1, 0.7, 1.6)],
+                          {"mode": _mode, "antialias": _aa,
+                           "coordinate_transformation_mode": "align_corners"}, 18, 1))
+ONNX_REFERENCE = {c[0] for c in CASES
+                  if c[0].startswith("resize18_align_corners_fractional")
+                  or ("_align_corners_" in c[0] and c[0].endswith("_1.5"))}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_matches_onnxruntime(case):
-    _, op, inputs, attrs, opset, n_out = case
-    check(op, inputs, attrs, opset, n_out)
+    name, op, inputs, attrs, opset, n_out = case
+    check(op, inputs, attrs, opset, n_out, reference="onnx" if name in ONNX_REFERENCE else "ort",
+          atol=1e-5 if attrs.get("antialias") else 1e-6)    # many float32 taps per output
 
 
 def test_float32_stays_float32():
@@ -415,10 +447,18 @@ def test_unsupported_variants(node):
         get_op(node)
 
 
-def test_resize_antialias_downscale_unsupported():
-    node = _node("Resize", {"mode": "linear", "antialias": 1}, n_in=3)
-    with pytest.raises(UnsupportedOp, match="bad_node"):
-        get_op(node).run(R_X, None, fs(1, 1, 0.5, 0.5))
+def test_resize_antialias_widens_the_kernel_when_downscaling():
+    """A 4x downscale of a 1-pixel checkerboard: plain linear samples pixel centres (values stay
+    +/-1), antialias averages it to ~0 as a low-pass must."""
+    x = np.where((np.arange(16)[:, None] + np.arange(16)) % 2, 1.0, -1.0).astype(np.float32)
+    x = x.reshape(1, 1, 16, 16)
+    for aa, lo, hi in ((0, 0.9, 1.0), (1, 0.0, 0.1)):
+        node = _node("Resize", {"mode": "linear", "antialias": aa,
+                                "coordinate_transformation_mode": "asymmetric"}, n_in=3)
+        y = get_op(node).run(x, None, fs(1, 1, 0.25, 0.25))[0]
+        inner = y[..., 1:, 1:]         # the first row / column also weigh the edge padding
+        assert y.shape == (1, 1, 4, 4) and lo <= np.abs(inner).min() <= np.abs(inner).max() <= hi, \
+            (aa, y)
 
 
 def test_unknown_op_names_op_and_node():

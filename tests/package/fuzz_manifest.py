@@ -308,9 +308,56 @@ def mutate_model_manifest(seed: bytes, ch: Chooser) -> tuple[bytes, list[str]]:
     return mutant_bytes(seed, m), done
 
 
+def mutate_ocr_sections(seed: bytes, ch: Chooser) -> tuple[bytes, list[str]]:
+    """The OCR bundle's EXTRA sections: its JSON config mutated by structure, or its character list
+    (lines dropped, duplicated, emptied, replaced by long / odd strings, invalid UTF-8)."""
+    from pkg_helpers import section_raw, with_section
+    if ch.integer(0, 2):
+        cfg = json.loads(section_raw(seed, "ocr/config"))
+        m, done = mutate_manifest(cfg, ch)
+        return with_section(seed, "ocr/config", json.dumps(m, allow_nan=True).encode()), \
+            [f"ocr/config {d}" for d in done]
+    keys = section_raw(seed, "ocr/keys").decode("utf-8").split("\n")
+    op = ch.choice(("drop", "duplicate", "empty", "long", "bytes", "truncate"))
+    raw: bytes
+    if op == "drop" and keys:
+        del keys[ch.integer(0, len(keys) - 1)]
+    elif op == "duplicate" and keys:
+        keys.insert(0, keys[ch.integer(0, len(keys) - 1)])
+    elif op == "empty":
+        keys = []
+    elif op == "long":
+        keys[ch.integer(0, len(keys) - 1)] = "x" * ch.choice((2, 300, 100000))
+    elif op == "truncate":
+        keys = keys[:ch.integer(0, len(keys))]
+    raw = "\n".join(keys).encode("utf-8")
+    if op == "bytes":
+        raw = raw[:ch.integer(0, len(raw))] + b"\xff\xfe" + raw[:16]
+    return with_section(seed, "ocr/keys", raw), [f"ocr/keys {op}"]
+
+
+def run_ocr_case(path: Path) -> list[Outcome]:
+    """Load an OCR bundle (ORT backend) and read one rendered text line."""
+    from edgert.errors import EdgertError
+    try:
+        from edgert.ocr import load_ocr
+        from converters.synthetic import render_text_line
+        img = render_text_line(np.random.default_rng(0), height=48)
+        img = np.ascontiguousarray(np.pad(img, ((40, 40), (40, 40), (0, 0)), constant_values=255))
+        load_ocr(path, backend="ort", threads=1)(img)
+        return [Outcome("ocr", "ok")]
+    except EdgertError as e:
+        msg = str(e)
+        kind = "net" if "unexpected" in msg else "typed"
+        return [Outcome("ocr", f"{kind}:{type(e).__name__}", msg.splitlines()[0][:300])]
+    except Exception as e:     # noqa: BLE001
+        return [Outcome("ocr", f"bug:{type(e).__name__}", str(e)[:300], traceback.format_exc(limit=8))]
+
+
 MUTATORS: dict[str, Callable[[bytes, Chooser], tuple[bytes, list[str]]]] = {
     "manifest": mutate_model_manifest,
     "bytes": mutate_bytes,
+    "ocr-sections": mutate_ocr_sections,
 }
 
 

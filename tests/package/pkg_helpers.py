@@ -130,6 +130,25 @@ def with_manifest(data: bytes, manifest: dict | bytes) -> bytes:
     return assemble(secs)
 
 
+def section_raw(data: bytes, name: str) -> bytes:
+    """The raw (decompressed) bytes of the section called `name`."""
+    _, secs, _ = parse(data)
+    s = next(s for s in secs if s.name == name)
+    if s.codec == F.Codec.ZSTD:
+        import zstandard
+        return zstandard.ZstdDecompressor().decompress(s.stored, max_output_size=s.raw_len)
+    return s.stored
+
+
+def with_section(data: bytes, name: str, raw: bytes) -> bytes:
+    """Replace section `name` (stored uncompressed) and re-lay the file out with valid hashes."""
+    _, secs, _ = parse(data)
+    for s in secs:
+        if s.name == name:
+            s.codec, s.stored, s.raw_len = F.Codec.NONE, raw, len(raw)
+    return assemble(secs)
+
+
 def patch_entry(data: bytes, index: int, **fields) -> bytes:
     """Change fields of section-table entry `index` (name/kind/codec/flags/offset/stored/raw), then rehash."""
     keys = ["name", "kind", "codec", "flags", "offset", "stored", "raw", "sha", "reserved"]
