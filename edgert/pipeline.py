@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from edgert.errors import EdgertError, InputError
+from edgert.errors import InputError
 
 VIDEO_OUT_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 _DONE = object()
@@ -319,6 +319,10 @@ class Pipeline:
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        if "cv2" in sys.modules:
+            # The pipeline already runs decode, inference and encode side by side; OpenCV's own
+            # worker pool on top only competes with the backend's threads for the same cores.
+            sys.modules["cv2"].setNumThreads(1)
         q_run: queue.Queue = queue.Queue(self.opt.queue_size)
         q_out: queue.Queue = queue.Queue(self.opt.queue_size)
         writer = None
@@ -364,10 +368,7 @@ class Pipeline:
             self._put(q_out, _DONE, force=True)
             out.join()
         if self._errors:
-            e = self._errors[0]
-            if isinstance(e, (EdgertError, KeyboardInterrupt)):
-                raise e
-            raise e
+            raise self._errors[0]            # an EdgertError from a stage thread (or a bug)
         summary = self._summary(t0, e0, interrupted)
         if writer is not None:
             summary.out = str(self.opt.out)

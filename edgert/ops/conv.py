@@ -18,11 +18,13 @@ def conv_geometry(op: Op, x_shape, w_shape) -> tuple[list[int], list[int], list[
     """(kernel, strides, pads, dilations) of a Conv-like op from its attributes and shapes.
 
     A stride longer than the padded span only ever yields one output: it is shortened to the
-    span + 1 (same output) so strided views never see a hostile stride of 2^62."""
+    span + 1 (same output) so strided views never see a hostile stride of 2^62.  A dilation on a
+    kernel of size 1 moves no tap: it is 1 (same output), for the same reason."""
     nd = len(w_shape) - 2
     kernel = [int(k) for k in (op.attr("kernel_shape") or w_shape[2:])]
     strides = [int(s) for s in (op.attr("strides") or [1] * nd)]
-    dilations = [int(d) for d in (op.attr("dilations") or [1] * nd)]
+    dilations = [int(d) if k > 1 else 1
+                 for d, k in zip(op.attr("dilations") or [1] * nd, kernel)]
     pads = conv_pads(list(x_shape[2:]), kernel, strides, dilations,
                      op.attr("auto_pad", "NOTSET"), op.attr("pads"))
     for i in range(nd):

@@ -157,3 +157,18 @@ def test_static_shapes_match_a_real_run(request, fixture, hw):
 def plan_val(x):
     from edgert.ops._schema import Val
     return Val(x.dtype.name, tuple(x.shape))
+
+
+def test_dilation_on_a_1x1_kernel_moves_nothing():
+    """Found by the campaign (seed 2): dilation 2^63-1 on a 1x1 conv is valid ONNX with the same
+    output as dilation 1; the oracle used to overflow building its strided view."""
+    from edgert.backends.numpy_ref import NumpyExecutable
+    w = np.random.default_rng(0).standard_normal((3, 2, 1, 1)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    outs = []
+    for dil in ([1, 1], [1, (1 << 63) - 1]):
+        g = Graph("g", [ValueInfo("x", "float32", [1, 2, 5, 5])], [ValueInfo("y", "float32", [1, 3, 5, 5])],
+                  [Node("Conv", "c", ["x", "w"], ["y"], {"dilations": dil})], {"w": w})
+        check_graph(g)
+        outs.append(NumpyExecutable(g).run({"x": x})["y"])
+    np.testing.assert_array_equal(outs[0], outs[1])
