@@ -37,7 +37,8 @@ class App(Protocol):
     name: str
 
     def prepare(self, image_rgb: np.ndarray) -> Any: ...            # capture thread
-    def infer(self, prepared: Any) -> tuple[dict, float]: ...        # -> (result JSON, inference ms)
+    def infer(self, prepared: Any) -> tuple[Any, float]: ...         # -> (raw output, inference ms)
+    def finish(self, raw: Any) -> dict: ...                          # output thread: result JSON
     def render(self, image_rgb: np.ndarray, result: dict) -> np.ndarray: ...
 
 
@@ -62,12 +63,15 @@ class ModelApp:
                          input_hw=self._target_size(image_rgb.shape[:2], self.session.preprocess))
         return self.session.check_feeds(preprocess_array(image_rgb, self.session.preprocess)), meta
 
-    def infer(self, prepared) -> tuple[dict, float]:
+    def infer(self, prepared) -> tuple[Any, float]:
         feeds, meta = prepared
         t0 = time.perf_counter_ns()
         outs = self.session._exe.run(feeds)          # feeds were checked in prepare()
-        ms = (time.perf_counter_ns() - t0) / 1e6
-        return self.task.postprocess(outs, meta), ms
+        return (outs, meta), (time.perf_counter_ns() - t0) / 1e6
+
+    def finish(self, raw) -> dict:
+        outs, meta = raw
+        return self.task.postprocess(outs, meta)
 
     def render(self, image_rgb: np.ndarray, result: dict) -> np.ndarray:
         return self.task.render(image_rgb, result)
@@ -84,9 +88,12 @@ class OcrApp:
     def prepare(self, image_rgb: np.ndarray):
         return image_rgb
 
-    def infer(self, image_rgb) -> tuple[dict, float]:
+    def infer(self, image_rgb) -> tuple[Any, float]:
         res = self.ocr(image_rgb)
         return res.to_json(), float(res.timings_ms["total"])
+
+    def finish(self, raw: dict) -> dict:
+        return raw
 
     def render(self, image_rgb: np.ndarray, result: dict) -> np.ndarray:
         """Boxes in green; each line's text on a dark band above its box (Pillow: any script the
@@ -281,7 +288,8 @@ class Pipeline:
                 item = q_out.get()
                 if item is _DONE:
                     break
-                frame, result, rec = item
+                frame, raw, rec = item
+                result = self.app.finish(raw)        # task post-processing, off the inference thread
                 if writer is not None or self.opt.show:
                     img = self.app.render(frame.image, result)
                     if self.opt.draw_stats:
@@ -343,9 +351,9 @@ class Pipeline:
                 if item is _DONE:
                     break
                 frame, prepared = item
-                result, ms = self.app.infer(prepared)
+                raw, ms = self.app.infer(prepared)
                 rec = FrameRecord(frame.source, frame.index, frame.path, frame.t_ns, ms)
-                self._put(q_out, (frame, result, rec), force=True)
+                self._put(q_out, (frame, raw, rec), force=True)
                 now = time.monotonic()
                 if self.opt.status_every_s and now - last_status >= self.opt.status_every_s:
                     self.echo(self._status_line(t0))

@@ -96,6 +96,9 @@ class SlowApp:
         time.sleep(self.delay_s)
         return self.app.infer(prepared)
 
+    def finish(self, raw):
+        return self.app.finish(raw)
+
     def render(self, image, result):
         return self.app.render(image, result)
 
