@@ -99,7 +99,7 @@ class OcrApp:
         """Boxes in green; each line's text on a dark band above its box (Pillow: any script the
         default font has; others become '?')."""
         import cv2
-        from PIL import Image, ImageDraw
+        from PIL import Image, ImageDraw, ImageFont
         out = image_rgb.copy()
         lines = result.get("lines", [])
         if not lines:
@@ -108,17 +108,22 @@ class OcrApp:
         cv2.polylines(out, polys, True, (0, 200, 0), 2)
         img = Image.fromarray(out)
         draw = ImageDraw.Draw(img)
+        size = int(np.clip(round(image_rgb.shape[0] / 40), 11, 48))    # legible at any frame size
+        try:
+            font = ImageFont.load_default(size=size)                    # Pillow >= 10.1
+        except TypeError:
+            font = ImageFont.load_default()
         for ln, p in zip(lines, polys):
             x, y = int(p[:, 0].min()), int(p[:, 1].min())
             text = ln["text"]
             try:
-                l, t, r, b = draw.textbbox((x, y), text)
+                l, t, r, b = draw.textbbox((x, y), text, font=font)
             except UnicodeEncodeError:
                 text = text.encode("ascii", "replace").decode()
-                l, t, r, b = draw.textbbox((x, y), text)
+                l, t, r, b = draw.textbbox((x, y), text, font=font)
             h = b - t
             draw.rectangle((x, max(0, y - h - 4), x + (r - l) + 4, y), fill=(0, 0, 0))
-            draw.text((x + 2, max(0, y - h - 3)), text, fill=(255, 255, 0))
+            draw.text((x + 2, max(0, y - h - 3) - t + y), text, fill=(255, 255, 0), font=font)
         return np.asarray(img)
 
 

@@ -3,6 +3,7 @@ through the threaded pipeline (edgert.pipeline) with the package's task post-pro
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -85,7 +86,7 @@ def run(package, inputs, cameras, videos, images, synthetic, sources_file, out, 
     echo = (lambda s: click.echo(s, err=True, nl=False)) if not as_json else (lambda s: None)
     opts = PipelineOptions(max_frames=max_frames, out=out, json_frames=as_json and not live,
                            json_every_s=1.0 if (as_json and live) else 0.0, show=show,
-                           status_every_s=0.0 if as_json else 1.0)
+                           status_every_s=1.0 if (not as_json and sys.stderr.isatty()) else 0.0)
     pipe = Pipeline(app.pipeline_app, source, opts, echo=echo,
                     emit=lambda d: click.echo(json.dumps(d)),
                     on_frame=None if telemetry is None else telemetry.on_frame, meter=meter)
