@@ -388,10 +388,11 @@ class Pipeline:
         return summary
 
     def _status_line(self, t0: int) -> str:
-        s = self._summary(t0, None, False)
+        s = self._summary(t0, t0 if self.meter is not None else None, False)
         lat = s.infer_ms.get("p50", 0.0)
+        energy = "" if s.j_per_frame is None else f"  {s.j_per_frame * 1e3:.1f} mJ/frame"
         return (f"\r{s.frames} frames  {s.fps:.1f} FPS  p50 {lat:.1f} ms  p99 "
-                f"{s.infer_ms.get('p99', 0.0):.1f} ms  dropped {s.dropped}")
+                f"{s.infer_ms.get('p99', 0.0):.1f} ms  dropped {s.dropped}{energy}")
 
     def _summary(self, t0: int, e0: int | None, interrupted: bool) -> RunSummary:
         with self._lock:

@@ -90,8 +90,13 @@ def run(package, inputs, cameras, videos, images, synthetic, sources_file, out, 
     pipe = Pipeline(app.pipeline_app, source, opts, echo=echo,
                     emit=lambda d: click.echo(json.dumps(d)),
                     on_frame=None if telemetry is None else telemetry.on_frame, meter=meter)
-    if telemetry is not None:
-        source.on_event = telemetry.on_source_event
+
+    def on_event(kind: str, detail: dict) -> None:      # outages and skipped files: said, and sent
+        if kind != "reconnect_failed":
+            click.echo(f"\n{kind}: " + ", ".join(f"{k}={v}" for k, v in detail.items()), err=True)
+        if telemetry is not None:
+            telemetry.on_source_event(kind, detail)
+    source.on_event = on_event
     try:
         summary = pipe.run()
     finally:
