@@ -59,3 +59,26 @@ def test_tiny_manifest_mutants_fail_closed(targets, tmp_path, data):
 @given(data=st.data())
 def test_cls_byte_mutants_fail_closed(targets, tmp_path, data):
     _exercise(targets["cls-bytes"], data, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def ocr_target(tmp_path_factory, det_model, cls_model, rec_model) -> Target:
+    """A small W8A8 OCR bundle: its `ocr/config` and `ocr/keys` sections are fuzzed by structure."""
+    from converters.ocr_bundle import OcrConvertOptions, convert_ocr
+    from converters.synthetic import write_calibration_folder
+    from fuzz_manifest import run_ocr_case
+
+    d = tmp_path_factory.mktemp("ocr-seed")
+    write_calibration_folder(d / "calib", 2, seed=77, kind="page")
+    out = d / "ocr.pkg"
+    convert_ocr(det_model, cls_model, rec_model, out,
+                OcrConvertOptions(wbits=8, abits=8, calib_dir=d / "calib", det_calib_side=320,
+                                  max_calib_lines=12, sqnr_batches=0, progress=False))
+    return Target("ocr-sections", out.read_bytes(), {}, mode="ocr-sections", run=run_ocr_case)
+
+
+@pytest.mark.slow
+@settings(CASES, max_examples=25)
+@given(data=st.data())
+def test_ocr_section_mutants_fail_closed(ocr_target, tmp_path, data):
+    _exercise(ocr_target, data, tmp_path)
