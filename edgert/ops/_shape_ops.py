@@ -89,6 +89,15 @@ def int_vals(op: Any, v: Val | None, what: str) -> list[int] | None:
     return [int(x) for x in a.reshape(-1).tolist()]
 
 
+def axes_of(op: Any, av: Val | None) -> tuple[list[int] | None, int | None]:
+    """The `axes` parameter of Squeeze / Unsqueeze: from the input when given, else from the
+    (opset <= 11) attribute, as (values or None while unknown, count or None while unknown)."""
+    if av is not None:
+        return int_vals(op, av, "axes"), list_len(op, av, "axes")
+    a = op.attr("axes")
+    return (None, None) if a is None else ([int(x) for x in a], len(a))
+
+
 def floor_mul(s: float, d: int, add: float = 0.0) -> int:
     """floor(s * d + add) as a Python int; SAT when it is not finite or past SAT."""
     try:

@@ -7,7 +7,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgert.ops._schema import Attr, Val, fmt, norm_axes as check_axes
-from edgert.ops._shape_ops import inp, int_vals, list_len
+from edgert.ops._shape_ops import axes_of, inp
 from edgert.ops._util import fail, int_list, need, norm_axes
 from edgert.ops.base import Op, register
 
@@ -23,12 +23,7 @@ class Squeeze(Op):
         x, av = ins[0], inp(ins, 1)
         dtype = None if x is None else x.dtype
         shape = None if x is None else x.shape
-        if av is not None:
-            ax = int_vals(self, av, "axes")
-            n = list_len(self, av, "axes")
-        else:
-            ax = None if self.attr("axes") is None else [int(a) for a in self.attr("axes")]
-            n = None
+        ax, n = axes_of(self, av)
         if ax is None:
             if av is not None:                       # axes input of unknown value
                 if shape is None or n is None:

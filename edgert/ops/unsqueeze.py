@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from edgert.ops._schema import Attr, Val, norm_axes as check_axes
-from edgert.ops._shape_ops import inp, int_vals, list_len, unknown_dims
+from edgert.ops._shape_ops import axes_of, inp, unknown_dims
 from edgert.ops._util import fail, int_list, need, norm_axes
 from edgert.ops.base import Op, register
 
@@ -22,14 +22,9 @@ class Unsqueeze(Op):
         x, av = ins[0], inp(ins, 1)
         dtype = None if x is None else x.dtype
         shape = None if x is None else x.shape
-        if av is not None:
-            ax = int_vals(self, av, "axes")
-            n = list_len(self, av, "axes")
-        elif self.attr("axes") is not None:
-            ax = [int(a) for a in self.attr("axes")]
-            n = len(ax)
-        else:
+        if av is None and self.attr("axes") is None:
             raise self.bad("needs an axes attribute or input")
+        ax, n = axes_of(self, av)
         if n == 0:
             raise self.bad("needs a non-empty axes attribute or input")
         if shape is None or n is None:
