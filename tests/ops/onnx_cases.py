@@ -49,7 +49,7 @@ def _array(a, what: str) -> np.ndarray:
 def _attrs(pn, name: str) -> dict:
     """Attributes as the importer hands them over; a Constant's tensor `value` becomes the
     tensor literal edgert's Constant op reads (the importer folds Constants instead)."""
-    from onnx import AttributeProto, NodeProto, numpy_helper
+    from onnx import AttributeProto, NodeProto
 
     from converters.onnx_import import _convert_attrs
     if pn.op_type == "Constant":
