@@ -138,6 +138,7 @@ class PipelineOptions:
     draw_stats: bool = True             # FPS / latency on the output frames
     show: bool = False                  # an OpenCV window, when a display exists
     status_every_s: float = 1.0         # the terminal status line (0 = none)
+    workers: int = 1                    # inference threads (frames in flight); output stays in order
 
 
 @dataclass
@@ -268,7 +269,7 @@ class Pipeline:
                 if self._stop.is_set():
                     break
                 prepared = self.app.prepare(frame.image)
-                self._put(q_run, (frame, prepared))
+                self._put(q_run, (n, frame, prepared))
                 n += 1
                 if self.opt.max_frames and n >= self.opt.max_frames:
                     break
@@ -289,11 +290,22 @@ class Pipeline:
     def _output(self, q_out: queue.Queue, writer: _Writer | None) -> None:
         try:
             window = None
+            pending: dict[int, tuple] = {}        # workers finish out of order; frames go out in order
+            next_seq = 0
             while True:
                 item = q_out.get()
                 if item is _DONE:
-                    break
-                frame, raw, rec = item
+                    if not pending:
+                        break
+                    next_seq = min(pending)         # a frame lost to Ctrl-C: close the gap
+                else:
+                    pending[item[0]] = item[1:]
+                if next_seq not in pending:
+                    continue
+                frame, raw, rec = pending.pop(next_seq)
+                next_seq += 1
+                if item is _DONE:
+                    q_out.put(_DONE)                # come back for what is still pending
                 result = self.app.finish(raw)        # task post-processing, off the inference thread
                 if writer is not None or self.opt.show:
                     img = self.app.render(frame.image, result)
@@ -349,29 +361,23 @@ class Pipeline:
         interrupted = False
         cap.start()
         out.start()
-        last_status = last_json = time.monotonic()
+        helpers = [threading.Thread(target=self._infer_loop, args=(q_run, q_out, None),
+                                    name=f"edgert-run:infer{i + 1}", daemon=True)
+                   for i in range(max(1, self.opt.workers) - 1)]
+        for h in helpers:
+            h.start()
         try:
-            while True:
-                item = q_run.get()
-                if item is _DONE:
-                    break
-                frame, prepared = item
-                raw, ms = self.app.infer(prepared)
-                rec = FrameRecord(frame.source, frame.index, frame.path, frame.t_ns, ms)
-                self._put(q_out, (frame, raw, rec), force=True)
-                now = time.monotonic()
-                if self.opt.status_every_s and now - last_status >= self.opt.status_every_s:
-                    self.echo(self._status_line(t0))
-                    last_status = now
-                if self.opt.json_every_s and now - last_json >= self.opt.json_every_s:
-                    self.emit({"summary": self._summary(t0, e0, False).to_json()})
-                    last_json = now
-                if self._errors:
-                    break
+            self._infer_loop(q_run, q_out, (t0, e0))       # the caller's thread is worker 0
         except KeyboardInterrupt:
             interrupted = True
         finally:
             self._stop.set()
+            for h in helpers:
+                while h.is_alive():                 # each finishes the frame it holds
+                    try:
+                        h.join(0.1)
+                    except KeyboardInterrupt:
+                        interrupted = True
             self.source.close()
             while cap.is_alive():            # unblock a capture thread waiting on a full queue
                 try:
@@ -386,6 +392,38 @@ class Pipeline:
         if writer is not None:
             summary.out = str(self.opt.out)
         return summary
+
+    def _infer_loop(self, q_run: queue.Queue, q_out: queue.Queue, status: tuple | None) -> None:
+        """One inference worker: frames from q_run, raw outputs to q_out.  `status` (t0, e0) makes
+        this the worker that also prints the status line / JSON summaries."""
+        last_status = last_json = time.monotonic()
+        while not self._errors and not (status is None and self._stop.is_set()):
+            item = q_run.get()
+            if item is _DONE:
+                try:
+                    q_run.put_nowait(_DONE)         # the other workers end too
+                except queue.Full:
+                    pass
+                return
+            seq, frame, prepared = item
+            try:
+                raw, ms = self.app.infer(prepared)
+            except BaseException as e:               # noqa: BLE001 - KeyboardInterrupt included
+                if status is not None or not isinstance(e, Exception):
+                    raise
+                self._errors.append(e)
+                return
+            rec = FrameRecord(frame.source, frame.index, frame.path, frame.t_ns, ms)
+            self._put(q_out, (seq, frame, raw, rec), force=True)
+            if status is None:
+                continue
+            now = time.monotonic()
+            if self.opt.status_every_s and now - last_status >= self.opt.status_every_s:
+                self.echo(self._status_line(status[0]))
+                last_status = now
+            if self.opt.json_every_s and now - last_json >= self.opt.json_every_s:
+                self.emit({"summary": self._summary(status[0], status[1], False).to_json()})
+                last_json = now
 
     def _status_line(self, t0: int) -> str:
         s = self._summary(t0, t0 if self.meter is not None else None, False)

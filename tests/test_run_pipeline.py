@@ -177,3 +177,49 @@ def test_mqtt_telemetry_of_a_run(seg_pkg, tmp_path, mosquitto):
     assert col.of("birth") and col.of("birth")[0]["device"] == "pi-01"
     assert sum(len(p["t_ms"]) for p in col.of("telemetry", "records")) == 10
     assert any(p.get("event") == "started" for p in col.of("event"))
+
+
+class JitterApp(SlowApp):
+    """Inference times that vary per frame, so concurrent workers finish out of order."""
+
+    def infer(self, prepared):
+        self.n += 1
+        time.sleep(0.03 if self.n % 3 == 0 else 0.001)
+        return self.app.infer(prepared)
+
+
+def test_two_workers_keep_frame_order_and_count(seg_pkg, tmp_path):
+    clip = _video(tmp_path / "clip.avi", n=20)
+    out = tmp_path / "o.avi"
+    app = JitterApp(ModelApp(edgert.load(seg_pkg, backend="ort", threads=1)), delay_s=0.0)
+    emitted = []
+    pipe = Pipeline(app, open_source(str(clip)), PipelineOptions(out=out, workers=2, json_frames=True,
+                                                                 status_every_s=0),
+                    echo=lambda s: None, emit=emitted.append)
+    summary = pipe.run()
+    assert summary.frames == 20 and [e["frame"] for e in emitted] == list(range(20))
+    assert [r.index for r in pipe.records] == list(range(20))
+    assert _frames_in(out) == 20
+
+
+def test_two_workers_ctrl_c(seg_pkg, tmp_path):
+    clip = _video(tmp_path / "clip.avi", n=30)
+    out = tmp_path / "partial.avi"
+    app = SlowApp(ModelApp(edgert.load(seg_pkg, backend="ort", threads=1)), delay_s=0.005,
+                  interrupt_after=9)
+    summary = Pipeline(app, open_source(str(clip)), PipelineOptions(out=out, workers=2, status_every_s=0),
+                       echo=lambda s: None).run()
+    assert summary.interrupted and 8 <= summary.frames <= 12
+    assert _frames_in(out) == summary.frames
+
+
+def test_cli_plans_workers_for_files_only(seg_pkg, tmp_path):
+    from edgert.cli.run import _plan_workers
+    import os
+    cores = os.cpu_count() or 1
+    assert _plan_workers(0, 0, "auto", live=True, package=seg_pkg) == (1, 0)
+    assert _plan_workers(0, 2, "auto", live=False, package=seg_pkg) == (1, 2)     # threads given
+    assert _plan_workers(3, 0, "ort", live=True, package=seg_pkg) == (3, 0)       # workers given
+    assert _plan_workers(0, 0, "numpy", live=False, package=seg_pkg) == (1, 0)
+    if cores >= 2:
+        assert _plan_workers(0, 0, "auto", live=False, package=seg_pkg) == (min(cores, 4), 1)

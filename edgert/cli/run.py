@@ -45,11 +45,14 @@ _threads_opt = click.option("--threads", type=click.IntRange(0, 256), default=0,
 @click.option("--public-key", type=click.Path(path_type=Path), default=None,
               help="Ed25519 public key that must have signed the package")
 @click.option("--model", default=None, help="model name inside a multi-model package")
+@click.option("--workers", type=click.IntRange(0, 64), default=0,
+              help="frames in inference at once (0 = auto: one per core, one backend thread each, "
+                   "for files; 1 for live sources, where the newest frame matters)")
 @click.option("--camera-index", type=int, default=None, hidden=True)        # before `--camera N`
 @click.option("--frames", type=click.IntRange(0), default=None, hidden=True)  # before --max-frames
 def run(package, inputs, cameras, videos, images, synthetic, sources_file, out, max_frames, realtime,
         loop, show, as_json, mqtt_url, fleet, device_id, spool, backend, threads, require_signature,
-        public_key, model, camera_index, frames):
+        public_key, model, workers, camera_index, frames):
     """Run a package on an input file, or live on cameras / streams / videos / images."""
     from edgert.sources import SourceOptions, open_sources, parse_sources_file
 
@@ -66,8 +69,8 @@ def run(package, inputs, cameras, videos, images, synthetic, sources_file, out, 
     if not inputs and not specs:
         raise CliError("give --input FILE (image or .npy), or a frame source: --camera [N], "
                        "--video FILE, --images GLOB, --synthetic or --sources FILE")
-    app = _open_app(package, backend, threads, require_signature, public_key, model)
     if inputs:
+        app = _open_app(package, backend, threads, require_signature, public_key, model)
         _run_once(app, list(inputs), out, as_json)
         return
 
@@ -78,6 +81,12 @@ def run(package, inputs, cameras, videos, images, synthetic, sources_file, out, 
         show = False
     source = open_sources(specs, SourceOptions(realtime=realtime, loop=loop))
     live = bool(getattr(source, "live", False))
+    try:
+        workers, threads = _plan_workers(workers, threads, backend, live, package)
+        app = _open_app(package, backend, threads, require_signature, public_key, model)
+    except BaseException:
+        source.close()
+        raise
     telemetry = None
     if mqtt_url:
         from edgert.telemetry.run_link import RunTelemetry
@@ -86,7 +95,8 @@ def run(package, inputs, cameras, videos, images, synthetic, sources_file, out, 
     echo = (lambda s: click.echo(s, err=True, nl=False)) if not as_json else (lambda s: None)
     opts = PipelineOptions(max_frames=max_frames, out=out, json_frames=as_json and not live,
                            json_every_s=1.0 if (as_json and live) else 0.0, show=show,
-                           status_every_s=1.0 if (not as_json and sys.stderr.isatty()) else 0.0)
+                           status_every_s=1.0 if (not as_json and sys.stderr.isatty()) else 0.0,
+                           workers=workers)
     pipe = Pipeline(app.pipeline_app, source, opts, echo=echo,
                     emit=lambda d: click.echo(json.dumps(d)),
                     on_frame=None if telemetry is None else telemetry.on_frame, meter=meter)
@@ -204,6 +214,28 @@ def _task_result(sess, task, outputs, inputs, feeds) -> dict:
         in_hw = tuple(x.shape[1:3]) if layout == "nhwc" else tuple(x.shape[2:4])
         hw = in_hw
     return task.postprocess(outputs, FrameMeta(image_hw=tuple(hw), input_hw=tuple(in_hw)))
+
+
+def _plan_workers(workers: int, threads: int, backend: str, live: bool, package: Path) -> tuple[int, int]:
+    """(inference workers, backend threads per worker).  On files, throughput is what counts: with
+    ONNX Runtime, N single-threaded runs in flight beat one N-threaded run (no per-op thread
+    synchronisation) and leave gaps for decode / encode — measured on 2 cores with PP-OCRv4 det
+    640² W8A8: 2 × 1 thread gave 1.26× the throughput of 1 × 2 threads.  Live sources keep one
+    worker with all threads: the newest frame, soonest.  An OCR bundle keeps one worker."""
+    import os
+
+    from edgert.ocr import is_ocr_package
+
+    if workers:
+        return workers, threads
+    cores = os.cpu_count() or 1
+    if live or threads or cores < 2 or backend not in ("auto", "ort") or is_ocr_package(package):
+        return 1, threads
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return 1, threads
+    return min(cores, 4), 1
 
 
 def _open_meter():
