@@ -499,3 +499,16 @@ def checked_run(op, inputs: Sequence[Any], values: Iterable[int] = ()) -> list[V
         raise InputError(f"node {op.node.name!r} ({op.node.op}): a required input is missing")
     op.__dict__["_checked_run"] = (key, outs)
     return outs
+
+
+def float_conv_out(op, ins: Sequence[Val | None], out_shape) -> list[Val]:
+    """Conv / ConvTranspose: X, W (and B) float of one dtype; B sized by the output channels.
+    `out_shape(x, w)` gives the (partly known) output shape."""
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    for what, v in (("X", x), ("W", w), ("B", b)):
+        need_dtype(op, v, FLOAT_TYPES, what)
+    dt = same_dtype(op, ("X", x), ("W", w), ("B", b))
+    out = out_shape(x, w)
+    check_bias(op, b, None if out is None else out[1])
+    return [Val(dt, out)]

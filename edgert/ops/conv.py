@@ -7,9 +7,8 @@ from typing import ClassVar
 import numpy as np
 
 from edgert.kernels.im2col import conv_pads, depthwise_conv, im2col
-from edgert.ops._geometry import (CONV_ATTRS, FLOAT_TYPES, check_bias, checked_run, conv_geom,
-                                  itemsize, need_dtype, none_empty, same_dtype, shape_of,
-                                  zeros)
+from edgert.ops._geometry import (CONV_ATTRS, checked_run, conv_geom, float_conv_out, itemsize,
+                                  none_empty, shape_of, zeros)
 from edgert.ops._schema import Attr, Val
 from edgert.ops.base import Op, register
 
@@ -65,14 +64,7 @@ class Conv(Op):
         self._w_rows = None
 
     def infer(self, ins: list[Val | None]) -> list[Val]:
-        x, w = ins[0], ins[1]
-        b = ins[2] if len(ins) > 2 else None
-        for what, v in (("X", x), ("W", w), ("B", b)):
-            need_dtype(self, v, FLOAT_TYPES, what)
-        dt = same_dtype(self, ("X", x), ("W", w), ("B", b))
-        geom = conv_geom(self, x, w)
-        check_bias(self, b, None if geom.out is None else geom.out[1])
-        return [Val(dt, geom.out)]
+        return float_conv_out(self, ins, lambda x, w: conv_geom(self, x, w).out)
 
     def scratch(self, ins: list[Val | None], outs: list[Val]) -> int:
         geom = conv_geom(self, ins[0], ins[1])

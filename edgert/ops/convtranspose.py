@@ -7,9 +7,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from edgert.ops._geometry import (AUTO_PAD, FLOAT_TYPES, SAME, check_bias, checked_run, dim,
-                                  int_list_attr, itemsize, lb, need_dtype, need_rank, none_empty,
-                                  prod_lb, same_dtype, shape_of, spatial_rank, zeros)
+from edgert.ops._geometry import (AUTO_PAD, SAME, checked_run, dim, float_conv_out, int_list_attr,
+                                  itemsize, lb, need_rank, none_empty, prod_lb, shape_of,
+                                  spatial_rank, zeros)
 from edgert.ops._schema import Attr, Val, fmt
 from edgert.ops.base import Op, register
 
@@ -115,14 +115,7 @@ class ConvTranspose(Op):
         return (dim(xs, 0), m) + tuple(out_sp), in_sp, kernel, tuple(full), tuple(out_lb)
 
     def infer(self, ins: list[Val | None]) -> list[Val]:
-        x, w = ins[0], ins[1]
-        b = ins[2] if len(ins) > 2 else None
-        for what, v in (("X", x), ("W", w), ("B", b)):
-            need_dtype(self, v, FLOAT_TYPES, what)
-        dt = same_dtype(self, ("X", x), ("W", w), ("B", b))
-        out = self._geom(x, w)[0]
-        check_bias(self, b, None if out is None else out[1])
-        return [Val(dt, out)]
+        return float_conv_out(self, ins, lambda x, w: self._geom(x, w)[0])
 
     def scratch(self, ins: list[Val | None], outs: list[Val]) -> int:
         out, in_sp, kernel, full, out_lb = self._geom(ins[0], ins[1])
