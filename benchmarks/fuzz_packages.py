@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests"), str(RO
 BACKENDS = ("numpy", "ort")
 
 
-def _targets(workdir: Path, ocr: bool):
+def _targets(workdir: Path, ocr: bool, llm: bool = False):
     from fuzz_manifest import Target, build_cls_seed, build_tiny_seed, default_dims_of, run_ocr_case
     cls, tiny = build_cls_seed(workdir), build_tiny_seed(workdir)
     out = {
@@ -44,6 +44,10 @@ def _targets(workdir: Path, ocr: bool):
         bundle = _ocr_bundle(workdir)
         out["ocr-sections"] = Target("ocr-sections", bundle.read_bytes(), {}, mode="ocr-sections",
                                      run=run_ocr_case)
+    if llm:
+        from fuzz_manifest import build_llm_seed, run_llm_case
+        seed = build_llm_seed(workdir / "llm")
+        out["llm"] = Target("llm", seed.read_bytes(), {}, mode="llm", run=run_llm_case)
     return out
 
 
@@ -120,12 +124,13 @@ class Worker:
             self.proc.kill()
 
 
-def _plan(n: int, seed: int, ocr_cases: int = 0) -> list[tuple[str, int]]:
+def _plan(n: int, seed: int, ocr_cases: int = 0, llm_cases: int = 0) -> list[tuple[str, int]]:
     """(target, case seed) for every case: deterministic, so any case can be replayed."""
     out = []
     for name, share in MIX.items():
         out += [(name, seed * 1_000_003 + i) for i in range(round(n * share))]
     out += [("ocr-sections", seed * 1_000_003 + i) for i in range(ocr_cases)]
+    out += [("llm", seed * 1_000_003 + i) for i in range(llm_cases)]
     return out
 
 
@@ -142,6 +147,9 @@ def main() -> int:
     ap.add_argument("--first", type=int, default=12, help="offending cases to print")
     ap.add_argument("--ocr-cases", type=int, default=0,
                     help="also mutate an OCR bundle's config / keys sections (load + one line each)")
+    ap.add_argument("--llm-cases", type=int, default=0,
+                    help="also mutate a tiny LLM package (llm record, tokenizer, chat template; "
+                         "load + chat prompt + 2 tokens on both backends)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--replay", help="TARGET:CASE_SEED: rerun one case in this process, with traceback")
     args = ap.parse_args()
@@ -149,7 +157,8 @@ def main() -> int:
     from fuzz_manifest import RandomChooser
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        targets = _targets(workdir, ocr=args.ocr_cases > 0 or (args.replay or "").startswith("ocr"))
+        targets = _targets(workdir, ocr=args.ocr_cases > 0 or (args.replay or "").startswith("ocr"),
+                           llm=args.llm_cases > 0 or (args.replay or "").startswith("llm"))
         if args.replay:
             name, case_seed = args.replay.split(":")
             data, changes = targets[name].mutant(RandomChooser(int(case_seed)))
@@ -160,7 +169,7 @@ def main() -> int:
                 print(o.backend, o.kind, o.message, o.trace, sep="\n  ")
             return 0
 
-        plan = _plan(args.cases, args.seed, args.ocr_cases)
+        plan = _plan(args.cases, args.seed, args.ocr_cases, args.llm_cases)
         ctx = mp.get_context("fork")
         workers = [Worker(ctx, workdir, args.rlimit_gb, targets) for _ in range(args.workers)]
         counts: Counter = Counter()

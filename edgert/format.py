@@ -104,6 +104,7 @@ DEFAULT_MAX_VALUE_BYTES = 2 << 30               # any one intermediate value / o
 MAX_NODES = 1 << 20
 MAX_PREPROCESS_SIDE = 1 << 15                   # preprocess size / pad_multiple (pixels)
 ZSTD_READ_CHUNK = 1 << 20
+HASH_CHUNK = 8 << 20                            # hashed per chunk, then the chunk's pages are released
 
 # ---------------------------------------------------------------------------------------------
 # Tensor storage

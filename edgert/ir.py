@@ -67,6 +67,15 @@ class WeightEncoding:
 
 
 @dataclass
+class PackedTensor:
+    """An asymmetric-coded tensor left bit-packed (ReadOptions(decode_packed=False)): `data` is the
+    LSB-first code stream (edgert.package.bitpack) of `shape` in C order, a read-only uint8 view."""
+    data: np.ndarray
+    encoding: WeightEncoding
+    shape: tuple[int, ...]
+
+
+@dataclass
 class LayerInfo:
     """Per-layer report kept in the manifest for `edgert inspect` and the converter summary."""
     name: str
@@ -93,6 +102,7 @@ class Graph:
     preprocess: Preprocess | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     layers: list[LayerInfo] = field(default_factory=list)
+    packed: dict[str, PackedTensor] = field(default_factory=dict)   # read with decode_packed=False
 
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}

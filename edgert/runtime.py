@@ -8,7 +8,7 @@ import numpy as np
 
 from edgert import format as F
 from edgert.backends.base import BackendOptions, get_backend
-from edgert.errors import InputError
+from edgert.errors import InputError, PackageError
 from edgert.ir import Graph, ValueInfo
 
 
@@ -131,6 +131,9 @@ def load(path: str | Path, options: LoadOptions | None = None, **kwargs) -> Sess
                                                public_key=opts.public_key))
     try:
         graph = pkg.graph(opts.model)
+        if isinstance(graph.metadata, dict) and "llm" in graph.metadata:
+            raise PackageError(f"{path}: is an LLM package: use `edgert generate` / `edgert chat` "
+                               "(edgert.load_llm), not run / bench")
         # No backend sees a graph before it is checked (a hostile manifest can have valid hashes).
         plan = check_graph(graph, CheckOptions(max_value_bytes=opts.max_value_bytes))
         task = task_of(graph)           # the recorded task record is manifest input too

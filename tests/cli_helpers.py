@@ -6,8 +6,8 @@ from click.testing import CliRunner
 from edgert.cli import main
 
 
-def invoke(*args, env: dict | None = None):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, env=env)
+def invoke(*args, env: dict | None = None, input: str | None = None):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, env=env, input=input)
 
 
 def assert_one_line_error(res, *needles: str) -> None:

@@ -177,14 +177,24 @@ def main() -> None:
               help="class names, one per line (classification, segmentation, detection)")
 @click.option("--task-param", "task_params", multiple=True, metavar="KEY=VALUE",
               help="a task parameter, e.g. top_k=3 or format=ssd (value parsed as JSON when it is)")
+@click.option("--embed-bits", type=click.IntRange(1, 8), default=None,
+              help="GGUF: requantize the token embedding to this many bits (default: keep it lossless)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def convert(source, output, wbits, abits, granularity, group_size, method, mixed, small_layer_params,
+@click.pass_context
+def convert(ctx, source, output, wbits, abits, granularity, group_size, method, mixed, small_layer_params,
             observer, calib_dir,
             calib_random, calib_count, layer_bits, keep_float, size, input_shape, pad_multiple,
             mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
-            labels_file, task_params, quiet, as_json):
-    """Convert an ONNX model to a quantized edgert package."""
+            labels_file, task_params, embed_bits, quiet, as_json):
+    """Convert an ONNX model to a quantized edgert package, or a GGUF LLM to an LLM package
+    (lossless unless --wbits; --group-size defaults to 32 and --compress to none for GGUF)."""
+    from edgert.cli.convert_gguf import convert_gguf_source, is_gguf
+
+    if is_gguf(source):
+        return convert_gguf_source(ctx, source, output, dict(ctx.params))
+    if embed_bits is not None:
+        raise CliError("--embed-bits applies to GGUF models only")
     from converters.convert import convert as run_convert
     from converters.options import ConvertOptions
     from converters.source_format import check_source
@@ -370,6 +380,12 @@ main.add_command(_convert_ocr_command)
 from edgert.cli.run import run as _run_command  # noqa: E402
 
 main.add_command(_run_command)
+
+from edgert.cli.llm import bench_llm as _bench_llm, chat as _chat, generate as _generate  # noqa: E402
+from edgert.cli.llm import perplexity as _perplexity  # noqa: E402
+
+for _cmd in (_generate, _chat, _perplexity, _bench_llm):
+    main.add_command(_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -32,6 +32,11 @@ def pack_bits(codes: np.ndarray, bits: int) -> bytes:
     c = c.astype(np.uint8, copy=False)
     if bits == 8:
         return c.tobytes()
+    if bits == 4:                      # the common LLM width: two codes per byte, no bit planes
+        even = c[0::2]
+        out4 = even.copy()
+        out4[:c.size // 2] |= c[1::2] << 4
+        return out4.tobytes()
     out = bytearray()
     for start in range(0, c.size, CHUNK):
         chunk = c[start:start + CHUNK]
@@ -52,6 +57,11 @@ def unpack_bits(buf, bits: int, count: int) -> np.ndarray:
     raw = raw[:need]
     if bits == 8:
         return raw.copy()
+    if bits == 4:
+        out4 = np.empty(need * 2, dtype=np.uint8)
+        out4[0::2] = raw & 0x0F
+        out4[1::2] = raw >> 4
+        return out4[:count]
     out = np.empty(count, dtype=np.uint8)
     step = CHUNK * bits // 8            # bytes per chunk of CHUNK codes
     for i, start in enumerate(range(0, count, CHUNK)):

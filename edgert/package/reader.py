@@ -24,7 +24,8 @@ import numpy as np
 
 from edgert import format as F
 from edgert.errors import PackageError, SignatureError
-from edgert.ir import Graph, LayerInfo, Node, Preprocess, ValueInfo, WeightEncoding
+from edgert.ir import Graph, LayerInfo, Node, PackedTensor, Preprocess, ValueInfo, WeightEncoding
+from edgert.package.bitpack import padding_is_zero
 from edgert.package import weights as W
 
 
@@ -34,6 +35,10 @@ class ReadOptions:
     require_signature: bool = False    # implies hash verification
     public_key: bytes | None = None    # raw 32-byte Ed25519 public key; None = the key embedded in the file
     max_decoded_bytes: int = F.DEFAULT_MAX_DECODED_BYTES   # decompressed sections + decoded tensors
+    # False: dense asymmetric-coded tensors stay bit-packed (Graph.packed, zero-copy views of the file)
+    # instead of being unpacked to one byte per code.  The LLM runtime hands such streams to its
+    # kernels as they are (at 2/4/8 bits the stream is ORT MatMulNBits' layout).
+    decode_packed: bool = True
 
 
 @dataclass(frozen=True)
@@ -259,7 +264,7 @@ class _Reader:
             raise self.fail("file SHA-256 does not match the footer (corrupted or tampered)")
         if verify:
             for s in sections:
-                if hashlib.sha256(self.view(s.offset, s.stored_bytes)).hexdigest() != s.sha256:
+                if self.hash_range(hashlib.sha256(), s.offset, s.stored_bytes).hexdigest() != s.sha256:
                     raise self.fail(f"section {s.name!r}: SHA-256 mismatch (corrupted or tampered)")
         verified = self.check_signature(footer, digest)
         for s in sections:
@@ -369,10 +374,28 @@ class _Reader:
         return out
 
     def hash_body(self) -> bytes:
-        h = hashlib.sha256()
+        return self.hash_range(hashlib.sha256(), 0, self.body_len).digest()
+
+    def hash_range(self, h, offset: int, length: int):
+        """Feed file bytes [offset, offset + length) to `h` in chunks, and let the kernel drop each
+        chunk's pages afterwards: hashing a 100 MB package must not leave 100 MB resident on a Pi
+        (pages used later fault back in from the page cache)."""
+        step = F.HASH_CHUNK
         with memoryview(self.mm) as mv:
-            h.update(mv[:self.body_len])
-        return h.digest()
+            for start in range(offset, offset + length, step):
+                end = min(start + step, offset + length)
+                h.update(mv[start:end])
+                self.drop_pages(start, end)
+        return h
+
+    def drop_pages(self, start: int, end: int) -> None:
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        lo = start - start % mmap.PAGESIZE
+        try:
+            self.mm.madvise(mmap.MADV_DONTNEED, lo, end - lo)
+        except (OSError, ValueError):
+            pass             # advice only
 
     def check_signature(self, footer: dict[str, Any], digest: bytes) -> bool:
         if not footer["signed"]:
@@ -607,6 +630,7 @@ class _Reader:
     def decode_graph(self, info: dict[str, Any], tensors: list[_TensorPlan]) -> Graph:
         inits: dict[str, np.ndarray] = {}
         encs: dict[str, WeightEncoding] = {}
+        packed: dict[str, PackedTensor] = {}
         for t in tensors:
             buf = self.data[t.section][t.offset:t.offset + t.nbytes]
             if t.encoding is None:
@@ -615,6 +639,16 @@ class _Reader:
                 if t.dtype == "bool" and arr.size and int(buf.max()) > 1:
                     raise self.fail(f"graph {info['name']!r}: bool tensor {t.name!r} has bytes other than 0/1")
                 arr.flags.writeable = False
+            elif not self.opt.decode_packed and t.encoding.sparsity is None and \
+                    t.encoding.scheme == F.Scheme.ASYMMETRIC:
+                count = int(np.prod(t.shape, dtype=object))
+                if not padding_is_zero(buf, t.encoding.bits, count):
+                    raise self.fail(f"graph {info['name']!r}: tensor {t.name!r}: nonzero padding bits "
+                                    "after the last code")
+                buf.flags.writeable = False
+                packed[t.name] = PackedTensor(buf, t.encoding, t.shape)
+                encs[t.name] = t.encoding
+                continue
             else:
                 try:
                     arr = W.decode(buf, t.encoding, t.shape, t.nnz)
@@ -624,4 +658,4 @@ class _Reader:
             inits[t.name] = arr
         return Graph(name=info["name"], inputs=info["inputs"], outputs=info["outputs"], nodes=info["nodes"],
                      initializers=inits, encodings=encs, preprocess=info["preprocess"],
-                     metadata=info["metadata"], layers=info["layers"])
+                     metadata=info["metadata"], layers=info["layers"], packed=packed)

@@ -292,7 +292,7 @@ def run_case(path: Path, backends: Sequence[str], default_dims: dict[str, list[i
             out.append(Outcome(backend, "ok"))
         except EdgertError as e:
             msg = str(e)
-            kind = "net" if "unexpected" in msg else "typed"
+            kind = "net" if "(unexpected " in msg else "typed"
             out.append(Outcome(backend, f"{kind}:{type(e).__name__}", msg.splitlines()[0][:300]))
         except Exception as e:     # noqa: BLE001 - exactly what the fuzzer is looking for
             out.append(Outcome(backend, f"bug:{type(e).__name__}", str(e)[:300],
@@ -348,16 +348,62 @@ def run_ocr_case(path: Path) -> list[Outcome]:
         return [Outcome("ocr", "ok")]
     except EdgertError as e:
         msg = str(e)
-        kind = "net" if "unexpected" in msg else "typed"
+        kind = "net" if "(unexpected " in msg else "typed"
         return [Outcome("ocr", f"{kind}:{type(e).__name__}", msg.splitlines()[0][:300])]
     except Exception as e:     # noqa: BLE001
         return [Outcome("ocr", f"bug:{type(e).__name__}", str(e)[:300], traceback.format_exc(limit=8))]
+
+
+def mutate_llm(seed: bytes, ch: Chooser) -> tuple[bytes, list[str]]:
+    """An LLM package: its manifest (the `llm` record: architecture numbers, weight table), its
+    tokenizer JSON by structure, or its chat template (truncated, replaced by broken / hostile jinja)."""
+    from pkg_helpers import section_raw, with_section
+    which = ch.integer(0, 3)
+    if which <= 1:
+        return mutate_model_manifest(seed, ch)
+    if which == 2:
+        tok = json.loads(section_raw(seed, "llm/tokenizer"))
+        m, done = mutate_manifest(tok, ch)
+        return with_section(seed, "llm/tokenizer", json.dumps(m, allow_nan=True).encode()), \
+            [f"llm/tokenizer {d}" for d in done]
+    src = section_raw(seed, "llm/chat_template").decode("utf-8")
+    op = ch.choice(("truncate", "unclosed", "loop", "attr", "bytes", "raise"))
+    new = {"truncate": src[:ch.integer(0, len(src))], "unclosed": src + "{% for m in messages %}",
+           "loop": "{% for i in range(10**9) %}x{% endfor %}",
+           "attr": "{{ messages.__class__.__mro__[1].__subclasses__() }}",
+           "raise": "{{ raise_exception('bad role') }}"}.get(op)
+    raw = new.encode("utf-8") if new is not None else b"\xff\xfe{{"
+    return with_section(seed, "llm/chat_template", raw), [f"llm/chat_template {op}"]
+
+
+def run_llm_case(path: Path) -> list[Outcome]:
+    """Load an LLM package on each backend, render a chat prompt, generate two tokens."""
+    from edgert.errors import EdgertError
+    out = []
+    for backend in ("numpy", "ort"):
+        try:
+            from edgert.llm.model import LlmOptions, load_llm
+            llm = load_llm(path, LlmOptions(backend=backend, threads=1, max_seq=64))
+            try:
+                prompt = llm.chat_prompt([{"role": "user", "content": "hi"}])
+                list(llm.generate(prompt, 2, special=True))
+            finally:
+                llm.close()
+            out.append(Outcome(backend, "ok"))
+        except EdgertError as e:
+            msg = str(e)
+            kind = "net" if "(unexpected " in msg else "typed"
+            out.append(Outcome(backend, f"{kind}:{type(e).__name__}", msg.splitlines()[0][:300]))
+        except Exception as e:     # noqa: BLE001
+            out.append(Outcome(backend, f"bug:{type(e).__name__}", str(e)[:300], traceback.format_exc(limit=8)))
+    return out
 
 
 MUTATORS: dict[str, Callable[[bytes, Chooser], tuple[bytes, list[str]]]] = {
     "manifest": mutate_model_manifest,
     "bytes": mutate_bytes,
     "ocr-sections": mutate_ocr_sections,
+    "llm": mutate_llm,
 }
 
 
@@ -436,4 +482,16 @@ def build_tiny_seed(out_dir: Path) -> Path:
     g = conv_graph(np.random.default_rng(0), channels=2, layers=1)
     out = out_dir / "tiny.pkg"
     write_package(out, [g], WriteOptions(compress="none"), extras={"ex": b"x" * 10})
+    return out
+
+
+def build_llm_seed(out_dir: Path) -> Path:
+    """A tiny llama (2 layers, Q4_1 + Q8_0 embedding, ChatML template) converted from GGUF."""
+    from converters.gguf.convert import convert_gguf
+    from tests.llm.tiny_gguf import write_tiny_llama_gguf
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = write_tiny_llama_gguf(out_dir / "tiny-llm.gguf")
+    out = out_dir / "tiny-llm.pkg"
+    convert_gguf(src, out)
     return out

@@ -55,7 +55,7 @@ def test_tiny_manifest_mutants_fail_closed(targets, tmp_path, data):
 
 
 @pytest.mark.slow
-@settings(CASES, max_examples=60)
+@settings(CASES, max_examples=60, print_blob=False)
 @given(data=st.data())
 def test_cls_byte_mutants_fail_closed(targets, tmp_path, data):
     _exercise(targets["cls-bytes"], data, tmp_path)
@@ -82,3 +82,21 @@ def ocr_target(tmp_path_factory, det_model, cls_model, rec_model) -> Target:
 @given(data=st.data())
 def test_ocr_section_mutants_fail_closed(ocr_target, tmp_path, data):
     _exercise(ocr_target, data, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def llm_target(tmp_path_factory) -> Target:
+    """A tiny GGUF-converted llama: manifest (llm record), tokenizer JSON and chat template fuzzed."""
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("jinja2")
+    pytest.importorskip("gguf.constants")
+    from fuzz_manifest import build_llm_seed, run_llm_case
+
+    out = build_llm_seed(tmp_path_factory.mktemp("llm-seed"))
+    return Target("llm", out.read_bytes(), {}, mode="llm", run=run_llm_case)
+
+
+@settings(CASES, max_examples=60, print_blob=False)
+@given(data=st.data())
+def test_llm_package_mutants_fail_closed(llm_target, tmp_path, data):
+    _exercise(llm_target, data, tmp_path)
