@@ -14,4 +14,10 @@ def load(path, options=None, **kwargs):
     return _load(path, options, **kwargs)
 
 
-__all__ = ["EdgertError", "load", "__version__"]
+def load_llm(path, options=None, **kwargs):
+    """Load an LLM package (from `edgert convert model.gguf`); see edgert.llm.model.Llm / LlmOptions."""
+    from edgert.llm.model import load_llm as _load_llm
+    return _load_llm(path, options, **kwargs)
+
+
+__all__ = ["EdgertError", "load", "load_llm", "__version__"]

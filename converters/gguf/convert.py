@@ -45,6 +45,8 @@ class GgufConvertOptions:
     wbits: int | None = None          # None: lossless repack; 1..8: requantize every attn_* / ffn_* matrix
     group_size: int = 32              # columns per scale / zero point when requantizing
     embed_bits: int | None = None     # None: token_embd / output lossless; 1..8: requantize them too
+    zero_mode: str = "int"            # requantized groups: "int" = integer zero point at the code width,
+                                      # "float" = fp16 minimum (Q4_1's form; 16 bits per group)
     compress: str = "none"            # "none" | "zstd" (whole file; "none" keeps the codes mappable)
     signing_key: bytes | None = None  # raw 32-byte Ed25519 private key
     progress: bool = False
@@ -54,6 +56,8 @@ class GgufConvertOptions:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 8):
                 raise ConversionError(f"{name} must be 1..8 or None, got {v!r}")
+        if self.zero_mode not in ("float", "int"):
+            raise ConversionError(f"zero_mode must be 'float' or 'int', got {self.zero_mode!r}")
         g = self.group_size
         if not isinstance(g, int) or isinstance(g, bool) or not 8 <= g <= 4096 or g & (g - 1):
             raise ConversionError(f"group_size must be a power of two in 8..4096, got {g!r}")
@@ -89,7 +93,8 @@ def convert_gguf(src: str | os.PathLike, out: str | os.PathLike,
         except ImportError:             # tqdm comes with edgert[convert]; no bar without it
             pass
     for role in roles:
-        _add_weight(graph, cfg, role, g.tensors[f"{role}.weight"], plan[role], opts.group_size, g.path)
+        _add_weight(graph, cfg, role, g.tensors[f"{role}.weight"], plan[role], opts.group_size, g.path,
+                    opts.zero_mode)
 
     cfg.source = {"file": os.path.basename(g.path), "sha256": _sha256(g.path),
                   "file_type": g.metadata.get("general.file_type"),
@@ -227,7 +232,8 @@ def _fusable_order(inits: dict, cfg: LlmConfig) -> dict:
     return {**{n: inits[n] for n in first}, **{n: a for n, a in inits.items() if n not in set(first)}}
 
 
-def _add_weight(graph: Graph, cfg: LlmConfig, role: str, t, plan: _Plan, group_size: int, path: str) -> None:
+def _add_weight(graph: Graph, cfg: LlmConfig, role: str, t, plan: _Plan, group_size: int, path: str,
+                zero_mode: str = "int") -> None:
     from converters.gguf import quants
 
     name = t.name
@@ -247,7 +253,8 @@ def _add_weight(graph: Graph, cfg: LlmConfig, role: str, t, plan: _Plan, group_s
             sq, extra = None, {"lossless": True}
         else:
             ref = quants.dequantize(t.data, t.type_name, t.shape)
-            b = quants.requantize(ref, plan.bits, group_size)
+            fit = quants.requantize_min if zero_mode == "float" else quants.requantize
+            b = fit(ref, plan.bits, group_size)
             sq, extra = quants.sqnr_db(ref, b.dequantize()), {"lossless": False}
     except ConversionError as e:
         raise ConversionError(f"{path}: tensor {name}: {e}") from None

@@ -267,6 +267,88 @@ def requantize(w: np.ndarray, bits: int, group_size: int, *, search: bool = True
     return BlockArrays(bits, group_size, codes, scale, None, zero, "requant")
 
 
+def _fit_min(x: np.ndarray, qmax: int, search: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best (scale, minimum) per group of x [g, n] for value = scale * code + minimum (GGUF Q4_1's
+    form, with a float minimum instead of an integer zero point), and its codes.  A grid of shrunk
+    [min, max] ranges, then a least-squares refit of scale and minimum for the chosen codes; every
+    candidate is scored with both numbers rounded to fp16, as stored."""
+    lo0, hi0 = x.min(axis=1), x.max(axis=1)
+
+    def evaluate(lo, hi):
+        s = _fp16_scale((hi - lo) / np.float32(qmax))
+        m = lo.astype(np.float16).astype(np.float32)
+        c = np.clip(np.rint((x - m[:, None]) / s[:, None]), 0, qmax)
+        e = np.sum((c * s[:, None] + m[:, None] - x) ** 2, axis=1)
+        return s, m, c, e
+
+    best = evaluate(lo0, hi0)
+    if search:
+        for f in SHRINK[1:]:
+            for lo, hi in ((lo0 * f, hi0 * f), (lo0 * f, hi0), (lo0, hi0 * f)):
+                cand = evaluate(lo, hi)
+                better = cand[3] < best[3]
+                best = tuple(np.where(better[:, None] if a.ndim == 2 else better, a, b_)
+                             for a, b_ in zip(cand, best))
+        # least squares: x ~ s * c + m over each group, for the chosen codes
+        s, m, c, e = best
+        n = np.float32(x.shape[1])
+        sc, sx, scc, scx = c.sum(1), x.sum(1), (c * c).sum(1), (c * x).sum(1)
+        det = n * scc - sc * sc
+        ok = det > 0
+        s_ls = np.where(ok, (n * scx - sc * sx) / np.where(ok, det, 1), s)
+        m_ls = np.where(ok, (sx - s_ls * sc) / n, m)
+        s_ls = _fp16_scale(np.abs(s_ls))
+        m_ls = m_ls.astype(np.float16).astype(np.float32)
+        c2 = np.clip(np.rint((x - m_ls[:, None]) / s_ls[:, None]), 0, qmax)
+        e2 = np.sum((c2 * s_ls[:, None] + m_ls[:, None] - x) ** 2, axis=1)
+        better = ok & (e2 < e)
+        best = (np.where(better, s_ls, s), np.where(better, m_ls, m),
+                np.where(better[:, None], c2, c), np.minimum(e, e2))
+    return best[0], best[1], best[2]
+
+
+def requantize_min(w: np.ndarray, bits: int, group_size: int, *, search: bool = True,
+                   threads: int | None = None) -> BlockArrays:
+    """`bits`-bit codes per group of `group_size` columns, value = scale * code + minimum, both fp16
+    (GGUF Q4_1's form at any width): finer than an integer zero point at the cost of 16 bits per
+    group instead of `bits`; the runtime folds the minimum in exactly (edgert/llm/ort_step.py)."""
+    if not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise ConversionError(f"requantize: bits must be 1..8, got {bits!r}")
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ConversionError(f"requantize: expected a matrix, got shape {list(w.shape)}")
+    rows, cols = w.shape
+    if group_size < 8 or group_size & (group_size - 1) or cols % group_size:
+        raise ConversionError(f"group size {group_size} must be a power of two >= 8 dividing the row "
+                              f"length {cols}")
+    if not np.isfinite(w).all():
+        raise ConversionError("requantize: the weights have non-finite values")
+    qmax = (1 << bits) - 1
+    ng = cols // group_size
+    codes = np.empty((rows, cols), dtype=np.uint8)
+    scale = np.empty((rows, ng), dtype=np.float16)
+    mins = np.empty((rows, ng), dtype=np.float16)
+    step = max(1, CHUNK_ELEMENTS // cols)
+
+    def work(r0: int) -> None:
+        r1 = min(rows, r0 + step)
+        x = np.asarray(w[r0:r1], dtype=np.float32).reshape(-1, group_size)
+        s, m, c = _fit_min(x, qmax, search)
+        codes[r0:r1] = c.astype(np.uint8).reshape(r1 - r0, cols)
+        scale[r0:r1] = s.astype(np.float16).reshape(r1 - r0, ng)
+        mins[r0:r1] = m.astype(np.float16).reshape(r1 - r0, ng)
+
+    starts = range(0, rows, step)
+    n = threads or min(len(starts), os.cpu_count() or 1)
+    if n <= 1:
+        for r0 in starts:
+            work(r0)
+    else:
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(work, starts))
+    return BlockArrays(bits, group_size, codes, scale, mins, 0, "requant-min")
+
+
 def sqnr_db(ref: np.ndarray, approx: np.ndarray) -> float | None:
     """10 log10(signal / noise) in dB; None when the two are identical (lossless)."""
     ref = np.asarray(ref, dtype=np.float64)

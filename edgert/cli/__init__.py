@@ -179,6 +179,8 @@ def main() -> None:
               help="a task parameter, e.g. top_k=3 or format=ssd (value parsed as JSON when it is)")
 @click.option("--embed-bits", type=click.IntRange(1, 8), default=None,
               help="GGUF: requantize the token embedding to this many bits (default: keep it lossless)")
+@click.option("--zero", "zero_mode", type=click.Choice(["int", "float"]), default="int", show_default=True,
+              help="GGUF requantization: integer zero point per group, or an fp16 group minimum (Q4_1's form)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.pass_context
@@ -186,15 +188,15 @@ def convert(ctx, source, output, wbits, abits, granularity, group_size, method, 
             observer, calib_dir,
             calib_random, calib_count, layer_bits, keep_float, size, input_shape, pad_multiple,
             mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
-            labels_file, task_params, embed_bits, quiet, as_json):
+            labels_file, task_params, embed_bits, zero_mode, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package, or a GGUF LLM to an LLM package
     (lossless unless --wbits; --group-size defaults to 32 and --compress to none for GGUF)."""
     from edgert.cli.convert_gguf import convert_gguf_source, is_gguf
 
     if is_gguf(source):
         return convert_gguf_source(ctx, source, output, dict(ctx.params))
-    if embed_bits is not None:
-        raise CliError("--embed-bits applies to GGUF models only")
+    if embed_bits is not None or ctx.get_parameter_source("zero_mode") != click.core.ParameterSource.DEFAULT:
+        raise CliError("--embed-bits / --zero apply to GGUF models only")
     from converters.convert import convert as run_convert
     from converters.options import ConvertOptions
     from converters.source_format import check_source

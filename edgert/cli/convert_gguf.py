@@ -51,7 +51,7 @@ def convert_gguf_source(ctx: click.Context, source: Path, output: Path, params: 
     opts = GgufConvertOptions(
         wbits=params["wbits"] if given("wbits") else None,
         group_size=params["group_size"] if given("group_size") else GGUF_DEFAULTS["group_size"],
-        embed_bits=params["embed_bits"],
+        embed_bits=params["embed_bits"], zero_mode=params["zero_mode"],
         compress=params["compress"] if given("compress") else GGUF_DEFAULTS["compress"],
         signing_key=signing_key, progress=not params["quiet"] and not params["as_json"])
     report = convert_gguf(source, output, opts)
@@ -61,7 +61,10 @@ def convert_gguf_source(ctx: click.Context, source: Path, output: Path, params: 
                                "options": {k: v for k, v in dataclasses.asdict(opts).items()
                                            if k not in ("signing_key", "progress")}}, indent=2))
         return
-    how = f"requantized to {opts.wbits} bits, group {opts.group_size}" if opts.wbits else "lossless repack"
+    how = ", ".join(filter(None, [
+        f"matrices requantized to {opts.wbits} bits" if opts.wbits else "matrices lossless",
+        f"embedding to {opts.embed_bits} bits" if opts.embed_bits else "",
+        f"group {opts.group_size}, {opts.zero_mode} zero" if opts.wbits or opts.embed_bits else ""]))
     click.echo(f"{source} -> {output}: {how}")
     click.echo(f"  {src_bytes:,} bytes -> {report.size_bytes:,} bytes ({report.size_bytes / src_bytes:.3f}x)"
                f"   sha256 {report.file_sha256}{'   signed' if report.signed else ''}")

@@ -116,32 +116,82 @@ class _Builder:
         y = self.node("MatMulNBits", ins, domain="com.microsoft", K=k, N=n, bits=bits, block_size=block,
                       accuracy_level=self.opts.accuracy_level)[0]
         if corr:
-            # exact block-minimum term: (x @ E) @ C + y, E [K, nb] sums each block of x (0/1 matrix)
+            # the block-minimum term: sums(x) @ C + y, C [nb, n].  The per-block sums of x come from
+            # a second MatMulNBits whose weights are the 0/1 block indicator (code z0 + 1 in block j
+            # of row j, z0 elsewhere, scale 1): it quantizes x exactly as the main one does, so the
+            # sums are those of the int8 activations the main product used -- llama.cpp's Q4_1 x Q8_1
+            # dot (d*d_x*sum(q*q_x) + m*d_x*sum(q_x)), term for term.
             C = np.concatenate(corr, 0).T.astype(np.float32)    # [nb, n]
-            e_name = f"blocksum_{k}_{block}"
+            e_name = f"blocksum_{k}_{block}_{bits}"
             if e_name not in self.external and e_name not in self.inline:
-                self.init(e_name, np.kron(np.eye(nb, dtype=np.float32), np.ones((block, 1), np.float32)))
+                codes = np.full((nb, k), z0, np.uint8)
+                for j in range(nb):
+                    codes[j, j * block:(j + 1) * block] = z0 + 1
+                self.init(e_name, np.frombuffer(pack_bits(codes, bits), np.uint8).reshape(nb, nb, blob))
+                self.init(e_name + ".d", np.ones(nb * nb, np.float32))
                 self.inline.add(e_name)
-            sums = self.node("MatMul", [x, e_name])[0]
+            sums = self.node("MatMulNBits", [x, e_name, e_name + ".d"], domain="com.microsoft", K=k, N=nb,
+                             bits=bits, block_size=block, accuracy_level=self.opts.accuracy_level)[0]
             y = self.node("Gemm", [sums, self.init(f"{name}.corr", C), y])[0]
         return y
 
 
+class _SpillFile:
+    """Arrays derived at load (fp32 scales, the Q4_1 block-minimum table) moved into an unlinked
+    temp file mapped MAP_SHARED, so that -- like the package's own codes -- they are file-backed:
+    once ORT has prepacked its copies, their pages can be dropped and, if ever read again, fault
+    back in from the page cache."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        import mmap
+        import tempfile
+
+        offs, pos = {}, 0
+        for name, a in arrays.items():
+            offs[name] = pos
+            pos += -(-a.nbytes // 64) * 64
+        self.mm = None
+        if not pos:
+            self.views = {}
+            return
+        with tempfile.TemporaryFile(prefix="edgert-llm-") as f:
+            f.truncate(pos)
+            self.mm = mmap.mmap(f.fileno(), pos)         # shared, read-write; the file is unlinked
+        base = np.frombuffer(self.mm, dtype=np.uint8)
+        self.views = {}
+        for name, a in arrays.items():
+            v = base[offs[name]:offs[name] + a.nbytes].view(a.dtype).reshape(a.shape)
+            v[...] = a
+            self.views[name] = v
+
+    def release_pages(self) -> None:
+        import mmap
+        if self.mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                self.mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass
+
+
 class _PageDropper:
     """While ORT prepacks (reads every weight once and keeps its own packed copy), release the
-    package's file pages every few ms, so the codes it has read do not stay resident beside the
-    packed copy: the load's peak RSS stays near the final RSS.  Safe: the mapping is read-only and
-    file-backed, a page read again just faults back in."""
+    file pages it has read every few ms -- the package's codes and the spill file's derived arrays
+    -- so they do not stay resident beside the packed copies: the load's peak RSS stays near the
+    final RSS.  Safe: both mappings are file-backed, a page read again just faults back in."""
 
-    def __init__(self, weights: LlmWeights, period_s: float = 0.005):
+    def __init__(self, *owners, period_s: float = 0.005):
         import threading
-        self.weights, self.period_s = weights, period_s
+        self.owners, self.period_s = owners, period_s
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="edgert-page-dropper", daemon=True)
 
+    def release(self) -> None:
+        for o in self.owners:
+            o.release_pages()
+
     def _loop(self) -> None:
         while not self.stop.wait(self.period_s):
-            self.weights.release_pages()
+            self.release()
 
     def __enter__(self):
         self.thread.start()
@@ -150,7 +200,13 @@ class _PageDropper:
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.thread.join()
-        self.weights.release_pages()
+        self.release()
+
+
+def _is_file_view(a: np.ndarray, weights: LlmWeights) -> bool:
+    import mmap
+    r = _root(a)
+    return isinstance(r.base, mmap.mmap) or isinstance(getattr(r.base, "obj", None), mmap.mmap)
 
 
 def _root(a: np.ndarray) -> np.ndarray:
@@ -197,19 +253,19 @@ class OrtStep:
         so.inter_op_num_threads = 1
         if self.opts.profile:
             so.enable_profiling, so.profile_file_prefix = True, self.opts.profile
+        # arrays made here (not views of the package file) go to a file-backed spill mapping
+        self._spill = _SpillFile({n: a for n, a in external.items() if not _is_file_view(a, weights)})
+        external.update(self._spill.views)
         names = list(external)
         values = [ort.OrtValue.ortvalue_from_numpy(external[n]) for n in names]
         so.add_external_initializers(names, values)
         try:
-            with _PageDropper(weights):
+            with _PageDropper(weights, self._spill):
                 self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         except Exception as e:     # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise BackendUnavailable(f"onnxruntime could not build the LLM step: "
                                      f"{str(e).splitlines()[0]}") from e
-        del values, external       # ORT holds what it needs (prepacked weights)
-        # ORT has prepacked the codes it read from the mapped file: let those pages go (they are
-        # clean file pages; anything read again faults back in).
-        weights.release_pages()
+        del values, external       # ORT keeps the OrtValues (and so the mappings) alive
         self._kv = [(ort.OrtValue.ortvalue_from_numpy(cache.k[i]), ort.OrtValue.ortvalue_from_numpy(cache.v[i]))
                     for i in range(self.cfg.n_layers)]
         self._io = self.session.io_binding()

@@ -50,18 +50,21 @@ class BlockQuant:
             return unpack_bits(view, self.bits, idx.size * self.cols).reshape(idx.size, self.cols)
         return self.codes()[idx]
 
-    def zero_array(self) -> np.ndarray:
+    def zero_array(self, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """Zero points as float32 [rows, n_blocks] (broadcast when a single int)."""
         if isinstance(self.zero, np.ndarray):
-            return self.zero.astype(np.float32)
-        return np.full((self.rows, self.n_blocks), float(self.zero), dtype=np.float32)
+            z = self.zero if rows is None else self.zero[rows]
+            return z.astype(np.float32)
+        n = self.rows if rows is None else \
+            len(range(*rows.indices(self.rows))) if isinstance(rows, slice) else len(rows)
+        return np.full((n, self.n_blocks), float(self.zero), dtype=np.float32)
 
     def dequantize(self, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """Float32 values [rows, cols] (the numpy oracle's weights; embedding lookups)."""
         q = self.codes(rows).astype(np.float32)
         sel = slice(None) if rows is None else rows
         d = self.scale[sel].astype(np.float32)
-        z = self.zero_array()[sel]
+        z = self.zero_array(rows)
         n = q.shape[0]
         w = (q.reshape(n, self.n_blocks, self.block) - z[:, :, None]) * d[:, :, None]
         if self.min is not None:

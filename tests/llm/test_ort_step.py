@@ -17,10 +17,11 @@ from edgert.llm.weights import read_llm  # noqa: E402
 from tests.llm.tiny_gguf import write_tiny_llama_gguf  # noqa: E402
 
 
-def _pkg(tmp_path, qtype="Q4_1", wbits=None, group=32, **kw):
+def _pkg(tmp_path, qtype="Q4_1", wbits=None, group=32, zero_mode="int", embed_bits=None, **kw):
     src = write_tiny_llama_gguf(tmp_path / f"tiny-{qtype}.gguf", qtype=qtype, **kw)
-    out = tmp_path / f"tiny-{qtype}-{wbits}.pkg"
-    convert_gguf(src, out, GgufConvertOptions(wbits=wbits, group_size=group))
+    out = tmp_path / f"tiny-{qtype}-{wbits}-{zero_mode}.pkg"
+    convert_gguf(src, out, GgufConvertOptions(wbits=wbits, group_size=group, zero_mode=zero_mode,
+                                              embed_bits=embed_bits))
     return read_llm(out)
 
 
@@ -38,10 +39,13 @@ def _close(a, b, rtol=2e-4):
 
 @pytest.mark.parametrize("qtype,wbits", [("Q4_1", None), ("Q4_0", None), ("Q8_0", None), ("F16", None),
                                          ("F32", None), ("Q4_1", 3), ("Q4_1", 2), ("Q4_1", 5),
-                                         ("Q6_K", 4)])
+                                         ("Q6_K", 4), ("Q4_1", "3f"), ("Q8_0", "2f")])
 def test_prefill_and_decode_match_the_oracle(tmp_path, qtype, wbits):
+    """"Nf": requantized to N bits with an fp16 group minimum (and the embedding too, at 5 bits)."""
     shape = dict(hidden=256, ffn=512) if qtype.endswith("_K") else {}    # K-quants: 256-weight blocks
-    w = _pkg(tmp_path, qtype, wbits, **shape)
+    fmin = isinstance(wbits, str)
+    w = _pkg(tmp_path, qtype, int(wbits[0]) if fmin else wbits, zero_mode="float" if fmin else "int",
+             embed_bits=5 if fmin else None, **shape)
     ref, ort = _pair(w)
     ids = np.array([5, 17, 200, 33, 41, 90, 7], np.int64)
     a, b = ref.run(StepInput(ids)), ort.run(StepInput(ids))

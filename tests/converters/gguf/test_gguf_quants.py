@@ -172,3 +172,24 @@ def test_sqnr():
     assert quants.sqnr_db(w, w) is None
     s4, s8 = (quants.sqnr_db(w, quants.requantize(w, b, 32).dequantize()) for b in (4, 8))
     assert 15 < s4 < s8
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 6])
+def test_requantize_min_is_in_range_and_searched(bits):
+    """fp16 group minimum (Q4_1's form at any width): codes in range, values as the runtime reads
+    them, and the search beats plain min/max."""
+    rng = np.random.default_rng(bits)
+    w = (rng.standard_normal((48, 128)) * 0.05 + rng.standard_normal((48, 1)) * 0.02).astype(np.float32)
+    b = quants.requantize_min(w, bits, 32)
+    plain = quants.requantize_min(w, bits, 32, search=False)
+    assert b.min is not None and b.zero == 0 and int(b.codes.max()) < 1 << bits
+    err = float(np.sum((b.dequantize() - w) ** 2))
+    assert err <= float(np.sum((plain.dequantize() - w) ** 2)) + 1e-12
+    # a grid that is exactly representable (Q4_1-style blocks) is reproduced at 4 bits, group 32
+    d = rng.uniform(0.01, 0.02, (8, 4)).astype(np.float16).astype(np.float32)
+    m = rng.uniform(-0.2, 0.0, (8, 4)).astype(np.float16).astype(np.float32)
+    q = rng.integers(0, 16, (8, 4, 32)).astype(np.float32)
+    q[..., 0], q[..., 1] = 0, 15                                    # each block spans the full grid
+    exact = (q * d[..., None] + m[..., None]).reshape(8, 128)
+    got = quants.requantize_min(exact, 4, 32).dequantize()
+    assert np.abs(got - exact).max() <= 2e-3 * np.abs(exact).max()
