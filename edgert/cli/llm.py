@@ -37,18 +37,22 @@ def _sampling_opts(f):
 @click.option("--stop", multiple=True, help="stop string (repeatable)")
 @click.option("--chat", "as_chat", is_flag=True, help="wrap the prompt in the model's chat template")
 @click.option("--special", is_flag=True, help="parse special-token text (e.g. <|im_start|>) in the prompt")
+@click.option("--speculate", type=click.Choice(["none", "lookup", "tree"]), default="none", show_default=True,
+              help="speculative decoding: prompt-lookup drafts, or the package's draft heads (tree)")
+@click.option("--max-nodes", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="largest draft tree verified in one step (root included)")
 @_backend
 @_threads
 @_ctx
 @click.option("--json", "as_json", is_flag=True, help="one JSON object: text (continuation only), tokens, timings")
-def generate(package, prompt, max_tokens, temperature, top_k, top_p, seed, stop, as_chat, special, backend,
-             threads, max_seq, as_json):
+def generate(package, prompt, max_tokens, temperature, top_k, top_p, seed, stop, as_chat, special, speculate,
+             max_nodes, backend, threads, max_seq, as_json):
     """Continue PROMPT with the LLM in PACKAGE (streams text as it comes)."""
     llm = _load(package, backend, threads, max_seq)
     if as_chat:
         prompt, special = llm.chat_prompt([{"role": "user", "content": prompt}]), True
     it = llm.generate(prompt, max_tokens, special=special, temperature=temperature, top_k=top_k, top_p=top_p,
-                      seed=seed, stop=list(stop))
+                      seed=seed, stop=list(stop), speculate=speculate, max_nodes=max_nodes)
     ids, parts = [], []
     for tok in it:
         if tok.id >= 0:
@@ -59,9 +63,14 @@ def generate(package, prompt, max_tokens, temperature, top_k, top_p, seed, stop,
             sys.stdout.flush()
     st = llm.stats
     if as_json:
-        click.echo(json.dumps({"text": "".join(parts), "tokens": ids, "prompt_tokens": st.prompt_tokens,
-                               "stop_reason": st.stop_reason, "prefill_tok_s": round(st.prefill_tok_s, 2),
-                               "decode_tok_s": round(st.decode_tok_s, 2), "backend": backend}))
+        out = {"text": "".join(parts), "tokens": ids, "prompt_tokens": st.prompt_tokens,
+               "stop_reason": st.stop_reason, "prefill_tok_s": round(st.prefill_tok_s, 2),
+               "decode_tok_s": round(st.decode_tok_s, 2), "backend": backend, "speculate": speculate}
+        if llm.spec is not None:
+            sp = llm.spec.stats
+            out.update(steps=sp.steps, accepted_per_step=sp.accepted_per_step, tree_sizes=sp.tree_sizes,
+                       pruned_early=sp.pruned_early, mean_accepted=round(sp.mean_accepted, 3))
+        click.echo(json.dumps(out))
     else:
         click.echo()
 

@@ -17,6 +17,7 @@ from edgert.llm.step import StepInput
 from edgert.llm.weights import LlmWeights, read_llm
 
 BACKENDS = ("ort", "numpy")
+SPECULATE = ("none", "lookup", "tree")
 DEFAULT_MAX_SEQ = 4096          # KV slots allocated (lazily resident) unless LlmOptions.max_seq says
 
 
@@ -92,6 +93,7 @@ class Llm:
         else:
             raise InputError(f"unknown LLM backend {options.backend!r} (known: {', '.join(BACKENDS)})")
         self.stats = GenerateStats()
+        self.spec = None                 # the last generate's SpeculativeDecoder (its stats), if any
         self._chat = None
 
     # -- basics ----------------------------------------------------------------------------------
@@ -146,7 +148,8 @@ class Llm:
     def generate(self, prompt: str | Sequence[int], max_tokens: int | None = None,
                  options: GenerateOptions | None = None, *, special: bool = False,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 seed: int | None = None, stop: Sequence[str] | None = None) -> Iterator[Token]:
+                 seed: int | None = None, stop: Sequence[str] | None = None,
+                 speculate: str = "none", max_nodes: int = 8) -> Iterator[Token]:
         """Tokens of the continuation of `prompt` (text or ids), from a fresh context."""
         from edgert.llm.tokenizer import StreamDecoder
 
@@ -164,10 +167,29 @@ class Llm:
             if ids.size >= self.max_seq:
                 raise InputError(f"prompt of {ids.size} tokens does not fit the context ({self.max_seq})")
         sampler = Sampler(s)
-        return self._generate(ids, max_new, sampler, stops, o.stop_at_eog, StreamDecoder(self.tokenizer))
+        if speculate not in SPECULATE:
+            raise InputError(f"unknown --speculate mode {speculate!r} (known: {', '.join(SPECULATE)})")
+        if speculate != "none":
+            self._drafter(speculate)         # a package that cannot draft fails here, before any work
+        if not 1 <= max_nodes <= 64:
+            raise InputError(f"max_nodes must be in 1..64, got {max_nodes}")
+        return self._generate(ids, max_new, sampler, stops, o.stop_at_eog, StreamDecoder(self.tokenizer),
+                              speculate, max_nodes)
 
-    def _generate(self, ids, max_new, sampler, stops, stop_at_eog, dec) -> Iterator[Token]:
+    def _plain_tokens(self, first: int, sampler: Sampler) -> Iterator[int]:
+        tok = first
+        while True:
+            yield tok
+            if self.cache.length + 1 > self.max_seq:
+                return
+            out = self.step.run(StepInput(np.array([tok], np.int64)))
+            self.cache.commit()
+            tok = sampler.sample(out.logits[0])
+
+    def _generate(self, ids, max_new, sampler, stops, stop_at_eog, dec, speculate="none",
+                  max_nodes=8) -> Iterator[Token]:
         st = self.stats = GenerateStats(prompt_tokens=int(ids.size))
+        self.spec = None
         self.reset()
         if max_new == 0:
             st.stop_reason = "length"
@@ -176,12 +198,19 @@ class Llm:
         out = self.step.run(StepInput(ids, logits_rows=np.array([ids.size - 1])))
         self.cache.commit()
         st.prefill_s = time.perf_counter() - t0
+        first = sampler.sample(out.logits[0])
+        if speculate == "none":
+            source = self._plain_tokens(first, sampler)
+        else:
+            from edgert.llm.speculate.decoder import SpeculativeDecoder
+            self.spec = SpeculativeDecoder(self, self._drafter(speculate), max_nodes=max_nodes)
+            source = self.spec.tokens(ids, first, sampler)
         text, emitted = "", 0            # text so far; chars already handed out
         held = max((len(x) for x in stops), default=0)
         t1 = time.perf_counter()
+        st.stop_reason = "context"
         try:
-            while True:
-                tok = sampler.sample(out.logits[0])
+            for tok in source:
                 st.new_tokens += 1
                 if stop_at_eog and self.tokenizer.is_eog(tok):
                     st.stop_reason = "eog"
@@ -202,17 +231,21 @@ class Llm:
                 if st.new_tokens >= max_new:
                     st.stop_reason = "length"
                     break
-                if self.cache.length + 1 > self.max_seq:
-                    st.stop_reason = "context"
-                    break
-                out = self.step.run(StepInput(np.array([tok], np.int64)))
-                self.cache.commit()
             if st.stop_reason in ("length", "context", "eog"):
                 rest = text + dec.flush()
                 if len(rest) > emitted:
                     yield Token(-1, rest[emitted:], time.monotonic_ns())
         finally:
             st.decode_s = time.perf_counter() - t1
+
+    def _drafter(self, speculate: str):
+        if speculate == "lookup":
+            from edgert.llm.speculate.lookup import PromptLookup
+            return PromptLookup()
+        if speculate == "tree":
+            raise InputError(f"{self.weights.path}: --speculate tree needs draft heads in the package, and "
+                             "this one has none (prompt lookup needs none: --speculate lookup)")
+        raise InputError(f"unknown --speculate mode {speculate!r} (known: {', '.join(SPECULATE)})")
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         from edgert.llm.chat import ChatTemplate
