@@ -29,3 +29,20 @@ def test_devices_imports_are_cheap():
     mods = _imported_after("import devices, devices.meter, devices.thermal, devices.sensors\n"
                            "devices.sensors.sensor_names()")      # imports every sensor module
     assert not (mods & {"psutil", "smbus2", "numpy", "onnx", "onnxruntime"})
+
+
+def test_llm_runtime_needs_no_converter_side_deps(tmp_path):
+    """Loading an LLM package and generating on ORT: numpy + onnxruntime + tokenizers only (no gguf,
+    onnx, jinja2 unless a chat template is rendered, no torch / jax, no converter code)."""
+    import pytest
+    pytest.importorskip("gguf.constants")
+    pytest.importorskip("tokenizers")
+    from converters.gguf.convert import convert_gguf
+    from tests.llm.tiny_gguf import write_tiny_llama_gguf
+
+    pkg = tmp_path / "tiny.pkg"
+    convert_gguf(write_tiny_llama_gguf(tmp_path / "tiny.gguf"), pkg)
+    mods = _imported_after(f"import edgert\nllm = edgert.load_llm({str(pkg)!r})\n"
+                           "list(llm.generate('hello', 4))")
+    assert "onnxruntime" in mods and "tokenizers" in mods
+    assert not (mods & {"gguf", "onnx", "jinja2", "torch", "jax", "converters", "llama_cpp"})
