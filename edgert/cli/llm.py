@@ -14,10 +14,11 @@ _ctx = click.option("--ctx", "max_seq", type=click.IntRange(1), default=None,
                     help="KV cache length (default: the model's context, at most 4096)")
 
 
-def _load(package: Path, backend: str, threads: int, max_seq: int | None):
+def _load(package: Path, backend: str, threads: int, max_seq: int | None, speculate: str = "none"):
     from edgert.llm.model import LlmOptions, load_llm
 
-    return load_llm(package, LlmOptions(backend=backend, threads=threads, max_seq=max_seq))
+    return load_llm(package, LlmOptions(backend=backend, threads=threads, max_seq=max_seq,
+                                        pad_attention=speculate != "none"))
 
 
 def _sampling_opts(f):
@@ -48,7 +49,7 @@ def _sampling_opts(f):
 def generate(package, prompt, max_tokens, temperature, top_k, top_p, seed, stop, as_chat, special, speculate,
              max_nodes, backend, threads, max_seq, as_json):
     """Continue PROMPT with the LLM in PACKAGE (streams text as it comes)."""
-    llm = _load(package, backend, threads, max_seq)
+    llm = _load(package, backend, threads, max_seq, speculate)
     if as_chat:
         prompt, special = llm.chat_prompt([{"role": "user", "content": prompt}]), True
     it = llm.generate(prompt, max_tokens, special=special, temperature=temperature, top_k=top_k, top_p=top_p,

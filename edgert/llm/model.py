@@ -27,6 +27,10 @@ class LlmOptions:
     threads: int = 0                     # 0 = all cores
     max_seq: int | None = None           # KV cache slots; None = min(context length, DEFAULT_MAX_SEQ)
     accuracy_level: int = 4              # ort: MatMulNBits activation precision (4 = int8)
+    # ort: one attention kernel for every M (OrtStepOptions.pad_attention), so speculative decoding's
+    # verified drafts give exactly the tokens plain steps of the same session give; it costs about
+    # 0.8 ms (~6%) per SmolLM2 decode step here, so it is on only when speculation is asked for
+    pad_attention: bool = False
     verify_hashes: bool = True
     require_signature: bool = False
     public_key: bytes | None = None
@@ -82,11 +86,14 @@ class Llm:
         if not 1 <= max_seq <= c.context_length:
             raise InputError(f"max_seq {max_seq} must be in 1..{c.context_length} (the model's context length)")
         self.tokenizer = Tokenizer(weights.tokenizer_json, c)
-        self.cache = KvCache(c.n_layers, c.n_kv_heads, c.head_dim, max_seq)
+        self._max_seq = max_seq
+        # one spare slot: the ORT step's attention pad row is written one past the new tokens
+        self.cache = KvCache(c.n_layers, c.n_kv_heads, c.head_dim, max_seq + 1)
         if options.backend == "ort":
             from edgert.llm.ort_step import OrtStep, OrtStepOptions
             self.step = OrtStep(weights, self.cache, OrtStepOptions(threads=options.threads,
-                                                                    accuracy_level=options.accuracy_level))
+                                                                    accuracy_level=options.accuracy_level,
+                                                                    pad_attention=options.pad_attention))
         elif options.backend == "numpy":
             from edgert.llm.numpy_step import NumpyStep
             self.step = NumpyStep(weights, self.cache)
@@ -99,7 +106,7 @@ class Llm:
     # -- basics ----------------------------------------------------------------------------------
     @property
     def max_seq(self) -> int:
-        return self.cache.max_seq
+        return self._max_seq
 
     def reset(self) -> None:
         self.cache.reset()

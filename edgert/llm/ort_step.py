@@ -38,6 +38,11 @@ class OrtStepOptions:
     threads: int = 0                    # intra-op threads; 0 = ORT's default (all cores)
     accuracy_level: int = 4             # MatMulNBits: 4 = int8 activations; 0/1 = float (slow, exact-ish)
     fuse: bool = True                   # one MatMulNBits for q|k|v and one for gate|up
+    # Run attention on M + 1 rows (a copy of the last row, masked from the others and never kept), so
+    # that GroupQueryAttention always takes its multi-token kernel: its one-token kernel sums in
+    # another order (~4e-7), which int8 activation rounding downstream turns into different tokens at
+    # near-ties -- a verified token tree must match plain decoding exactly.
+    pad_attention: bool = False
     profile: str | None = None          # ORT profiler output prefix
 
 
@@ -303,6 +308,9 @@ class OrtStep:
         bld.init("cos_cache", cos.astype(np.float32))
         bld.init("sin_cache", sin.astype(np.float32))
         b.initializer("axis0", np.array([0], np.int64))
+        if self.opts.pad_attention:
+            for nm, v in (("neg1", -1), ("big", 1 << 62), ("one", 1), ("zero", 0)):
+                b.initializer(nm, np.array([v], np.int64))
         x, resid = "embeds", None
         pending = None
         for i in range(c.n_layers):
@@ -318,7 +326,11 @@ class OrtStep:
             qkv_mats = [w[L + "attn_q"], w[L + "attn_k"], w[L + "attn_v"]]
             if self.opts.fuse:
                 qkv = bld.linear(n1, L + "qkv", qkv_mats, h)
-                q_in = [bld.node("Unsqueeze", [qkv, "axis0"])[0], "", ""]
+                q3 = bld.node("Unsqueeze", [qkv, "axis0"])[0]
+                if self.opts.pad_attention:        # one more row: a copy of the last (see OrtStepOptions)
+                    last = bld.node("Slice", [q3, "neg1", "big", "one"])[0]
+                    q3 = bld.node("Concat", [q3, last], axis=1)[0]
+                q_in = [q3, "", ""]
             else:
                 q_in = [bld.node("Unsqueeze", [bld.linear(n1, L + r, [m], h), "axis0"])[0]
                         for r, m in zip(("q", "k", "v"), qkv_mats)]
@@ -328,6 +340,8 @@ class OrtStep:
                             [bld.tmp("attn"), f"present_key_{i}", f"present_value_{i}"], domain="com.microsoft",
                             num_heads=c.n_heads, kv_num_heads=c.n_kv_heads, do_rotary=1, rotary_interleaved=1,
                             scale=float(1.0 / np.sqrt(c.head_dim)))[0]
+            if self.opts.pad_attention:
+                attn3 = bld.node("Slice", [attn3, "zero", "neg1", "one"])[0]
             attn = bld.node("Squeeze", [attn3, "axis0"])[0]
             o = bld.linear(attn, L + "attn_output", [w[L + "attn_output"]], c.q_dim)
             g2 = bld.init(L + "ffn_norm", w[L + "ffn_norm"])
@@ -377,16 +391,21 @@ class OrtStep:
             raise InputError("a decoder step needs at least one token")
         if ids.min() < 0 or ids.max() >= self.cfg.vocab_size:
             raise InputError(f"token id out of range 0..{self.cfg.vocab_size - 1}")
+        pad = 1 if self.opts.pad_attention else 0
+        cache.check_room(m + pad)
         cache.begin(m)
-        t = L + m
+        t = L + m + pad
         embeds = self._embd.dequantize(ids) if isinstance(self._embd, BlockQuant) else \
             np.asarray(self._embd[ids], np.float32)
-        bias = np.zeros((1, 1, m, t), np.float32)
+        bias = np.zeros((1, 1, m + pad, t), np.float32)
         if mask is not None:
-            bias[0, 0, :, L:] = np.where(mask, np.float32(0), NEG_INF)
+            bias[0, 0, :m, L:L + m] = np.where(mask, np.float32(0), NEG_INF)
+        if pad:
+            bias[0, 0, :m, t - 1] = NEG_INF
+            pos = np.concatenate([pos, pos[-1:]])
         io = self._io
         io.bind_cpu_input("embeds", np.ascontiguousarray(embeds, np.float32))
-        io.bind_cpu_input("position_ids", pos.reshape(1, m))
+        io.bind_cpu_input("position_ids", pos.reshape(1, m + pad))
         io.bind_cpu_input("seqlens_k", np.array([t - 1], np.int32))
         io.bind_cpu_input("total_len", np.array(t, np.int32))
         io.bind_cpu_input("attn_bias", bias)

