@@ -39,7 +39,7 @@ class Budget:
     def __init__(self, max_nodes: int, decay: float = 0.9):
         self.max_nodes, self.decay = max_nodes, decay
         self.samples: list[tuple[int, float, float]] = []     # (nodes, seconds, weight)
-        self.hit = np.full(max_nodes, 0.5)                     # P(depth d accepted | depth d-1 accepted)
+        self.hit = np.full(max_nodes, 0.3)                     # P(depth d accepted | depth d-1 accepted)
 
     def observe_time(self, nodes: int, seconds: float) -> None:
         self.samples = [(n, s, w * self.decay) for n, s, w in self.samples[-63:]] + [(nodes, seconds, 1.0)]

@@ -20,7 +20,7 @@ from edgert.llm.speculate.tree import DraftTree
 @dataclass
 class LookupOptions:
     ngram_max: int = 3
-    ngram_min: int = 1
+    ngram_min: int = 2              # a lone repeated token predicts little (measured: more rejected drafts)
     max_depth: int = 6             # draft tokens per path
     branches: int = 1              # distinct continuations kept (>1: a tree; see the module note)
 
