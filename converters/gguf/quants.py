@@ -226,10 +226,10 @@ def _search(x: np.ndarray, qmax: int, search: bool) -> tuple[np.ndarray, np.ndar
     return np.where(better, s_ls, best_s), best_z
 
 
-def requantize(w: np.ndarray, bits: int, group_size: int, *, search: bool = True,
-               threads: int | None = None) -> BlockArrays:
-    """Asymmetric `bits`-bit codes per group of `group_size` columns: value = scale * (code - zero)
-    with an integer zero point in [0, 2**bits - 1] (so 0 is exact).  search=False: plain min/max."""
+def _by_row_chunks(w: np.ndarray, bits: int, group_size: int, threads: int | None, fit) -> tuple:
+    """Check a requantization request, then run `fit(x [groups, group_size] float32, qmax) ->
+    (codes, scale, second)` over chunks of rows (threads: numpy releases the GIL in the element-wise
+    work); returns (codes uint8 [rows, cols], scale fp16 [rows, ng], second [rows, ng] as fit gave it)."""
     if not isinstance(bits, int) or not 1 <= bits <= 8:
         raise ConversionError(f"requantize: bits must be 1..8, got {bits!r}")
     w = np.asarray(w)
@@ -245,26 +245,37 @@ def requantize(w: np.ndarray, bits: int, group_size: int, *, search: bool = True
     ng = cols // group_size
     codes = np.empty((rows, cols), dtype=np.uint8)
     scale = np.empty((rows, ng), dtype=np.float16)
-    zero = np.empty((rows, ng), dtype=np.uint8)
+    second = np.empty((rows, ng), dtype=np.float32)
     step = max(1, CHUNK_ELEMENTS // cols)
 
     def work(r0: int) -> None:
         r1 = min(rows, r0 + step)
-        x = np.asarray(w[r0:r1], dtype=np.float32).reshape(-1, group_size)
-        s, z = _search(x, qmax, search)
-        codes[r0:r1] = _codes(x, s, z, qmax).astype(np.uint8).reshape(r1 - r0, cols)
-        scale[r0:r1] = s.astype(np.float16).reshape(r1 - r0, ng)
-        zero[r0:r1] = z.astype(np.uint8).reshape(r1 - r0, ng)
+        c, sc, sd = fit(np.asarray(w[r0:r1], dtype=np.float32).reshape(-1, group_size), qmax)
+        codes[r0:r1] = c.astype(np.uint8).reshape(r1 - r0, cols)
+        scale[r0:r1] = sc.astype(np.float16).reshape(r1 - r0, ng)
+        second[r0:r1] = sd.reshape(r1 - r0, ng)
 
     starts = range(0, rows, step)
     n = threads or min(len(starts), os.cpu_count() or 1)
     if n <= 1:
         for r0 in starts:
             work(r0)
-    else:                               # numpy releases the GIL in the element-wise work
+    else:
         with ThreadPoolExecutor(n) as pool:
             list(pool.map(work, starts))
-    return BlockArrays(bits, group_size, codes, scale, None, zero, "requant")
+    return codes, scale, second
+
+
+def requantize(w: np.ndarray, bits: int, group_size: int, *, search: bool = True,
+               threads: int | None = None) -> BlockArrays:
+    """Asymmetric `bits`-bit codes per group of `group_size` columns: value = scale * (code - zero)
+    with an integer zero point in [0, 2**bits - 1] (so 0 is exact).  search=False: plain min/max."""
+    def fit(x, qmax):
+        s, z = _search(x, qmax, search)
+        return _codes(x, s, z, qmax), s, z
+
+    codes, scale, zero = _by_row_chunks(w, bits, group_size, threads, fit)
+    return BlockArrays(bits, group_size, codes, scale, None, zero.astype(np.uint8), "requant")
 
 
 def _fit_min(x: np.ndarray, qmax: int, search: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -312,41 +323,12 @@ def requantize_min(w: np.ndarray, bits: int, group_size: int, *, search: bool = 
     """`bits`-bit codes per group of `group_size` columns, value = scale * code + minimum, both fp16
     (GGUF Q4_1's form at any width): finer than an integer zero point at the cost of 16 bits per
     group instead of `bits`; the runtime folds the minimum in exactly (edgert/llm/ort_step.py)."""
-    if not isinstance(bits, int) or not 1 <= bits <= 8:
-        raise ConversionError(f"requantize: bits must be 1..8, got {bits!r}")
-    w = np.asarray(w)
-    if w.ndim != 2:
-        raise ConversionError(f"requantize: expected a matrix, got shape {list(w.shape)}")
-    rows, cols = w.shape
-    if group_size < 8 or group_size & (group_size - 1) or cols % group_size:
-        raise ConversionError(f"group size {group_size} must be a power of two >= 8 dividing the row "
-                              f"length {cols}")
-    if not np.isfinite(w).all():
-        raise ConversionError("requantize: the weights have non-finite values")
-    qmax = (1 << bits) - 1
-    ng = cols // group_size
-    codes = np.empty((rows, cols), dtype=np.uint8)
-    scale = np.empty((rows, ng), dtype=np.float16)
-    mins = np.empty((rows, ng), dtype=np.float16)
-    step = max(1, CHUNK_ELEMENTS // cols)
-
-    def work(r0: int) -> None:
-        r1 = min(rows, r0 + step)
-        x = np.asarray(w[r0:r1], dtype=np.float32).reshape(-1, group_size)
+    def fit(x, qmax):
         s, m, c = _fit_min(x, qmax, search)
-        codes[r0:r1] = c.astype(np.uint8).reshape(r1 - r0, cols)
-        scale[r0:r1] = s.astype(np.float16).reshape(r1 - r0, ng)
-        mins[r0:r1] = m.astype(np.float16).reshape(r1 - r0, ng)
+        return c, s, m
 
-    starts = range(0, rows, step)
-    n = threads or min(len(starts), os.cpu_count() or 1)
-    if n <= 1:
-        for r0 in starts:
-            work(r0)
-    else:
-        with ThreadPoolExecutor(n) as pool:
-            list(pool.map(work, starts))
-    return BlockArrays(bits, group_size, codes, scale, mins, 0, "requant-min")
+    codes, scale, mins = _by_row_chunks(w, bits, group_size, threads, fit)
+    return BlockArrays(bits, group_size, codes, scale, mins.astype(np.float16), 0, "requant-min")
 
 
 def sqnr_db(ref: np.ndarray, approx: np.ndarray) -> float | None:
