@@ -389,5 +389,9 @@ from edgert.cli.llm import perplexity as _perplexity  # noqa: E402
 for _cmd in (_generate, _chat, _perplexity, _bench_llm):
     main.add_command(_cmd)
 
+from edgert.cli.train_heads import train_heads as _train_heads  # noqa: E402
+
+main.add_command(_train_heads)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
