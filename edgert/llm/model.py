@@ -170,9 +170,8 @@ class Llm:
         if max_new < 0:
             raise InputError(f"max_tokens must be >= 0, got {max_new}")
         ids = self._ids(prompt, special)
-        if ids.size + max_new > self.max_seq:
-            if ids.size >= self.max_seq:
-                raise InputError(f"prompt of {ids.size} tokens does not fit the context ({self.max_seq})")
+        if ids.size >= self.max_seq:         # generation itself stops at the context ("context")
+            raise InputError(f"prompt of {ids.size} tokens does not fit the context ({self.max_seq})")
         sampler = Sampler(s)
         if speculate not in SPECULATE:
             raise InputError(f"unknown --speculate mode {speculate!r} (known: {', '.join(SPECULATE)})")

@@ -208,7 +208,7 @@ class _PageDropper:
         self.release()
 
 
-def _is_file_view(a: np.ndarray, weights: LlmWeights) -> bool:
+def _is_file_view(a: np.ndarray) -> bool:
     import mmap
     r = _root(a)
     return isinstance(r.base, mmap.mmap) or isinstance(getattr(r.base, "obj", None), mmap.mmap)
@@ -259,7 +259,7 @@ class OrtStep:
         if self.opts.profile:
             so.enable_profiling, so.profile_file_prefix = True, self.opts.profile
         # arrays made here (not views of the package file) go to a file-backed spill mapping
-        self._spill = _SpillFile({n: a for n, a in external.items() if not _is_file_view(a, weights)})
+        self._spill = _SpillFile({n: a for n, a in external.items() if not _is_file_view(a)})
         external.update(self._spill.views)
         names = list(external)
         values = [ort.OrtValue.ortvalue_from_numpy(external[n]) for n in names]
