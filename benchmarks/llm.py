@@ -273,6 +273,14 @@ def child_quality(spec: dict) -> dict:
         out["eog_ids"] = eog
         for p in prompts:
             greedy[p["name"]] = L.llama_greedy(g_eng.llm, p["ids"], spec["greedy_tokens"], eog)
+        del g_eng
+        # the reference's own spread: the same engine with an f32 KV cache (one precision setting)
+        alt = L.open_llama(Path(spec["model"]), n_ctx=512, threads=spec["threads"], kv_f32=True)
+        out["greedy_kv_f32"] = {p["name"]: L.llama_greedy(alt, p["ids"], spec["greedy_tokens"], eog)
+                                for p in prompts}
+        out["self_agreement_kv_f32"] = L.agreement_summary(
+            {k: L.compare_greedy(greedy[k], v["ids"]) for k, v in out["greedy_kv_f32"].items()})
+        del alt
     else:
         refs = spec["reference"]
         tok_ok = 0
@@ -534,6 +542,10 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001
             res["errors"]["quality edgert"] = f"{type(e).__name__}: {e}"
             log(f"quality edgert failed: {e}")
+    alt = quality.get(LLAMA, {}).get("greedy_kv_f32")
+    if alt and quality.get(EDGERT, {}).get("greedy"):
+        quality[EDGERT]["agreement_vs_kv_f32"] = L.agreement_summary(
+            {k: L.compare_greedy(alt[k], quality[EDGERT]["greedy"][k]["ids"]) for k in alt})
     res["quality"] = quality
 
     # ---- speed
@@ -659,6 +671,12 @@ def report_markdown(res: dict, args) -> str:
                      f"{agree['prompts_diverging']}/{agree['prompts']}"
                      + (": " + ", ".join(f"{k} @{d['position']} ({'tie' if d['ref_tie'] else 'no tie'})"
                                          for k, d in divs.items()) if divs else ""), "—", ""])
+        own, alt = lq.get("self_agreement_kv_f32"), eq.get("agreement_vs_kv_f32")
+        if own and alt:
+            rows.append(["greedy agreement with llama.cpp run with an f32 KV cache (its default is f16)",
+                         f"{alt['tokens_agreeing']}/{alt['tokens']} = {alt['fraction']:.3f}",
+                         f"itself, f32 vs f16 KV: {own['tokens_agreeing']}/{own['tokens']} = "
+                         f"{own['fraction']:.3f}", ""])
         tf = eq.get("teacher_forced")
         if tf:
             mm = tf["ref_margin_at_mismatch"]

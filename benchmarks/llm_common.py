@@ -167,13 +167,15 @@ def require_llama_cpp():
 
 
 def open_llama(model: Path, *, n_ctx: int = 512, threads: int = 2, logits_all: bool = False,
-               vocab_only: bool = False, n_batch: int = 512):
+               vocab_only: bool = False, n_batch: int = 512, kv_f32: bool = False):
     """A llama-cpp-python `Llama` on the CPU with `threads` threads for decode and batch, seed 0,
-    quiet.  n_batch >= the prompt lengths used here, so a prompt is one llama_decode call."""
+    quiet.  n_batch >= the prompt lengths used here, so a prompt is one llama_decode call.
+    kv_f32: an f32 KV cache instead of llama.cpp's default f16 one (GGML_TYPE_F32 = 0)."""
     llama_cpp = require_llama_cpp()
+    kv = {"type_k": 0, "type_v": 0} if kv_f32 else {}
     return llama_cpp.Llama(model_path=str(model), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
                            n_threads=threads, n_threads_batch=threads, logits_all=logits_all,
-                           vocab_only=vocab_only, seed=0, n_gpu_layers=0, verbose=False)
+                           vocab_only=vocab_only, seed=0, n_gpu_layers=0, verbose=False, **kv)
 
 
 def llama_tokenize(llm, text: str, special: bool) -> list[int]:

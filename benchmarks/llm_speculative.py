@@ -1,17 +1,20 @@
 #!/usr/bin/env python
-"""Speculative decoding against plain decoding and llama.cpp, one run (issue 12 §4, the modes that
-exist so far): greedy tok/s of llama.cpp plain, edgert plain and edgert `--speculate lookup` on the
-golden prompt suite (prose, code, lists, Q&A, JSON, chat, input-grounded summarise / rewrite), 128 new
-tokens each; mean accepted tokens per step, chosen draft sizes, and whether the speculative output is
-token-identical to edgert's plain greedy output (it must be).
+"""Speculative decoding against plain decoding and llama.cpp, one run (issue 12 §4): greedy tok/s of
+llama.cpp plain, edgert plain, `--speculate lookup`, and with a package that has draft heads
+(`--heads PKG`, from `edgert train-heads`) token trees with a static size and with ProPD's dynamic
+size, on the golden prompt suite (prose, code, lists, Q&A, JSON, chat, input-grounded summarise /
+rewrite), 128 new tokens each; mean accepted tokens per step, chosen tree sizes, carries, and whether
+each speculative output is token-identical to edgert's plain greedy output (it must be).  Also the
+step-time-vs-M curve measured in the same process (the cost the dynamic policy fits online), with
+logits for every row and for one row (the lm head's share of a verify step).
 
 Every engine decodes with end-of-generation ignored, so each prompt gives exactly --new-tokens tokens
 (the issue's "128 new tokens each"); tok/s counts new tokens after the first over the decode time.
-llama.cpp runs in its own process (its OpenMP threads and ORT's must not share one); edgert's plain
-and lookup runs alternate per prompt, so load drift hits both alike.  `tree` modes need draft heads
-(`edgert train-heads`) and are added here when they exist.
+llama.cpp runs in its own process (its OpenMP threads and ORT's must not share one); edgert's modes
+alternate per prompt, so load drift hits them alike.
 
-    python benchmarks/llm_speculative.py [--threads 2] [--new-tokens 128] [--quick] [--json out.json]
+    python benchmarks/llm_speculative.py [--heads smol-spec.pkg] [--threads 2] [--new-tokens 128]
+                                         [--quick] [--json out.json]
 """
 from __future__ import annotations
 
@@ -52,12 +55,13 @@ def llama_child(model: str, prompts: list[dict], n_new: int, threads: int) -> di
     return out
 
 
-def edgert_run(llm, ids: list[int], n_new: int, speculate: str) -> tuple[list[int], float, dict]:
+def edgert_run(llm, ids: list[int], n_new: int, speculate: str, adaptive: bool = True
+               ) -> tuple[list[int], float, dict]:
     from edgert.llm.model import GenerateOptions
 
     got, times = [], []
     for t in llm.generate(ids, options=GenerateOptions(max_tokens=n_new, stop_at_eog=False),
-                          speculate=speculate):
+                          speculate=speculate, adaptive=adaptive):
         if t.id >= 0:
             got.append(t.id)
             times.append(time.perf_counter())
@@ -65,9 +69,40 @@ def edgert_run(llm, ids: list[int], n_new: int, speculate: str) -> tuple[list[in
     info = {}
     if llm.spec is not None:
         st = llm.spec.stats
+        drafted = sum(n - 1 for n in st.tree_sizes)
         info = {"steps": st.steps, "mean_accepted": st.mean_accepted,
-                "mean_tree_size": float(np.mean(st.tree_sizes)) if st.tree_sizes else 1.0}
+                "mean_tree_size": float(np.mean(st.tree_sizes)) if st.tree_sizes else 1.0,
+                "plain_steps": sum(1 for n in st.tree_sizes if n == 1), "carried": st.carried,
+                "pruned_fraction": st.pruned_early / drafted if drafted else 0.0}
     return got, rate, info
+
+
+def step_curve(llm, ms=(1, 2, 3, 4, 6, 8, 12, 16), reps: int = 15, cache_len: int = 128) -> dict:
+    """Median verify-step time (ms) for M tree nodes (a chain, pad row on, as speculation runs it) at a
+    cache of cache_len tokens: logits for every row, and for the first row only."""
+    from edgert.llm.step import StepInput
+
+    rng = np.random.default_rng(0)
+    ctx = rng.integers(1000, 40000, cache_len)
+    out = {}
+    for m in ms:
+        row = {}
+        for label, rows in (("all_rows", None), ("one_row", np.array([0]))):
+            ts = []
+            for _ in range(reps):
+                llm.reset()
+                llm.step.run(StepInput(ctx, logits_rows=np.array([cache_len - 1])))
+                llm.cache.commit()
+                ids = rng.integers(1000, 40000, m)
+                t0 = time.perf_counter()
+                llm.step.run(StepInput(ids, logits_rows=rows))
+                ts.append(time.perf_counter() - t0)
+            row[label] = 1000 * statistics.median(ts)
+        out[m] = row
+    return out
+
+
+MODES = [("lookup", "lookup", True), ("tree_static", "tree", False), ("tree_dynamic", "tree", True)]
 
 
 def main() -> int:
@@ -78,6 +113,8 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--quick", action="store_true", help="6 prompts")
     ap.add_argument("--gguf", default=None)
+    ap.add_argument("--heads", default=None, help="a package of the same GGUF with draft heads "
+                    "(edgert train-heads); without it the tree modes are skipped")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -92,7 +129,8 @@ def main() -> int:
     gguf = L.smollm2_gguf(args.gguf)
     prompts = prompt_ids()[:6] if args.quick else prompt_ids()
     info = machine_info(args.threads)
-    res: dict = {"machine": info, "new_tokens": args.new_tokens, "prompts": {}}
+    modes = [m for m in MODES if args.heads or m[1] != "tree"]
+    res: dict = {"machine": info, "new_tokens": args.new_tokens, "heads": args.heads, "prompts": {}}
     with tempfile.TemporaryDirectory() as d:
         spec_path = Path(d) / "spec.json"
         spec_path.write_text(json.dumps({"model": str(gguf), "prompts": prompts, "n_new": args.new_tokens,
@@ -102,37 +140,73 @@ def main() -> int:
             r = subprocess.run([sys.executable, __file__, "--child", str(spec_path)], capture_output=True,
                                text=True, check=True)
             llama = json.loads(r.stdout.strip().splitlines()[-1])
-        pkg = Path(d) / "smol.pkg"
-        convert_gguf(gguf, pkg)
+        if args.heads:
+            pkg = Path(args.heads)
+            from edgert.llm.heads import read_heads
+            res["heads_report"] = {k: v for k, v in read_heads(pkg).info.get("report", {}).items()
+                                   if k in ("heldout", "seconds", "steps", "corpus")}
+        else:
+            pkg = Path(d) / "smol.pkg"
+            convert_gguf(gguf, pkg)
         llm = load_llm(pkg, LlmOptions(threads=args.threads, max_seq=1024, pad_attention=True))
-        edgert_run(llm, prompts[0]["ids"], 16, "none")                   # warm-up
+        for _, sp, ad in [("none", "none", True)] + modes:              # warm-up (and build the drafters)
+            edgert_run(llm, prompts[0]["ids"], 16, sp, ad)
         for p in prompts:
             plain, r_plain, _ = edgert_run(llm, p["ids"], args.new_tokens, "none")
-            spec, r_spec, st = edgert_run(llm, p["ids"], args.new_tokens, "lookup")
-            res["prompts"][p["name"]] = {"llama_cpp": llama.get(p["name"]) if llama else None,
-                                         "plain": r_plain, "lookup": r_spec, "identical": plain == spec, **st}
+            row = {"llama_cpp": llama.get(p["name"]) if llama else None, "plain": r_plain}
+            for label, sp, ad in modes:
+                got, rate, st = edgert_run(llm, p["ids"], args.new_tokens, sp, ad)
+                row[label] = {"tok_s": rate, "identical": got == plain, **st}
+            res["prompts"][p["name"]] = row
+        res["step_curve_ms"] = step_curve(llm)
     rows = res["prompts"]
 
-    def med(key):
-        v = [r[key] for r in rows.values() if r.get(key)]
+    def med(vals):
+        v = [x for x in vals if x]
         return statistics.median(v) if v else float("nan")
 
     print(f"# speculative decoding, SmolLM2-135M Q4_1, {args.new_tokens} new tokens, greedy: "
           f"{info['cpu_model']}, {info['usable_cpus']} cpus, {' '.join(info['simd'])}, {args.threads} threads, "
           f"onnxruntime {info['onnxruntime']}, llama-cpp-python {L.llama_cpp_version() or 'not installed'}\n")
-    print("| prompt | llama.cpp plain tok/s | edgert plain | edgert lookup | lookup / plain | lookup / llama.cpp "
-          "| accepted per step | mean draft size | identical to plain |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
+    head = ["prompt", "llama.cpp plain tok/s", "edgert plain"] + [m[0] for m in modes] + \
+        [f"{m[0]} / plain" for m in modes] + [f"{m[0]} / llama.cpp" for m in modes] + \
+        [f"{m[0]} accepted/step" for m in modes] + ["tree_dynamic mean size (plain steps %)", "identical"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+
+    def cells(r):
         lc = r["llama_cpp"]
-        print(f"| {name} | {lc or float('nan'):.1f} | {r['plain']:.1f} | {r['lookup']:.1f} | "
-              f"{r['lookup'] / r['plain']:.2f}× | {(r['lookup'] / lc) if lc else float('nan'):.2f}× | "
-              f"{r.get('mean_accepted', 0):.2f} | {r.get('mean_tree_size', 1):.2f} | {'yes' if r['identical'] else 'NO'} |")
-    lc_med = med("llama_cpp")
-    print(f"| **median** | {lc_med:.1f} | {med('plain'):.1f} | {med('lookup'):.1f} | "
-          f"{statistics.median(r['lookup'] / r['plain'] for r in rows.values()):.2f}× | "
-          f"{med('lookup') / lc_med:.2f}× | | | {sum(r['identical'] for r in rows.values())}/{len(rows)} |")
-    print("\nstep time vs M (the cost curve the draft budget fits online): benchmarks/llm_step_curve.py")
+        c = [f"{lc or float('nan'):.1f}", f"{r['plain']:.1f}"]
+        c += [f"{r[m[0]]['tok_s']:.1f}" for m in modes]
+        c += [f"{r[m[0]]['tok_s'] / r['plain']:.2f}×" for m in modes]
+        c += [f"{r[m[0]]['tok_s'] / lc:.2f}×" if lc else "n/a" for m in modes]
+        c += [f"{r[m[0]]['mean_accepted']:.2f}" for m in modes]
+        dyn = r.get("tree_dynamic")
+        c.append(f"{dyn['mean_tree_size']:.2f} ({100 * dyn['plain_steps'] / max(1, dyn['steps']):.0f}%)"
+                 if dyn else "n/a")
+        c.append("yes" if all(r[m[0]]["identical"] for m in modes) else "NO")
+        return c
+
+    for name, r in rows.items():
+        print(f"| {name} | " + " | ".join(cells(r)) + " |")
+    lc_med = med(r["llama_cpp"] for r in rows.values())
+    medc = [f"{lc_med:.1f}", f"{med(r['plain'] for r in rows.values()):.1f}"]
+    medc += [f"{med(r[m[0]]['tok_s'] for r in rows.values()):.1f}" for m in modes]
+    medc += [f"{med(r[m[0]]['tok_s'] / r['plain'] for r in rows.values()):.2f}×" for m in modes]
+    medc += [f"{med(r[m[0]]['tok_s'] for r in rows.values()) / lc_med:.2f}×" for m in modes]
+    medc += [f"{med(r[m[0]]['mean_accepted'] for r in rows.values()):.2f}" for m in modes]
+    medc += ["", f"{sum(all(r[m[0]]['identical'] for m in modes) for r in rows.values())}/{len(rows)}"]
+    print("| **median** | " + " | ".join(medc) + " |")
+    for m in modes:
+        worst = min(rows.items(), key=lambda kv: kv[1][m[0]]["tok_s"] / kv[1]["plain"])
+        print(f"\n{m[0]}: worst prompt {worst[0]} at {worst[1][m[0]]['tok_s'] / worst[1]['plain']:.2f}× plain"
+              + (f"; carries {sum(r[m[0]].get('carried', 0) for r in rows.values())}" if m[1] == "tree" else ""))
+    print("\nverify step time (ms) vs M tree nodes at a 128-token cache, pad row on, same process:\n")
+    print("| M | logits for all M rows | logits for row 0 only | lm head share |")
+    print("|---|---|---|---|")
+    for m, r in res["step_curve_ms"].items():
+        print(f"| {m} | {r['all_rows']:.2f} | {r['one_row']:.2f} | "
+              f"{1 - r['one_row'] / r['all_rows'] if m > 1 else 0:.0%} |")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return 0

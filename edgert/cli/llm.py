@@ -14,6 +14,18 @@ _ctx = click.option("--ctx", "max_seq", type=click.IntRange(1), default=None,
                     help="KV cache length (default: the model's context, at most 4096)")
 
 
+def _spec_opts(f):
+    f = click.option("--speculate", type=click.Choice(["none", "lookup", "tree"]), default="none",
+                     show_default=True,
+                     help="speculative decoding: prompt-lookup drafts, or the package's draft heads (tree)")(f)
+    f = click.option("--max-nodes", type=click.IntRange(1, 64), default=8, show_default=True,
+                     help="largest draft tree verified in one step (root included)")(f)
+    f = click.option("--tree-size", type=click.Choice(["dynamic", "static"]), default="dynamic",
+                     show_default=True, help="dynamic: each step drafts the tree the online latency model "
+                     "and hit rates say pays best (plain steps when none does); static: always --max-nodes")(f)
+    return f
+
+
 def _load(package: Path, backend: str, threads: int, max_seq: int | None, speculate: str = "none"):
     from edgert.llm.model import LlmOptions, load_llm
 
@@ -38,22 +50,20 @@ def _sampling_opts(f):
 @click.option("--stop", multiple=True, help="stop string (repeatable)")
 @click.option("--chat", "as_chat", is_flag=True, help="wrap the prompt in the model's chat template")
 @click.option("--special", is_flag=True, help="parse special-token text (e.g. <|im_start|>) in the prompt")
-@click.option("--speculate", type=click.Choice(["none", "lookup", "tree"]), default="none", show_default=True,
-              help="speculative decoding: prompt-lookup drafts, or the package's draft heads (tree)")
-@click.option("--max-nodes", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="largest draft tree verified in one step (root included)")
+@_spec_opts
 @_backend
 @_threads
 @_ctx
 @click.option("--json", "as_json", is_flag=True, help="one JSON object: text (continuation only), tokens, timings")
 def generate(package, prompt, max_tokens, temperature, top_k, top_p, seed, stop, as_chat, special, speculate,
-             max_nodes, backend, threads, max_seq, as_json):
+             max_nodes, tree_size, backend, threads, max_seq, as_json):
     """Continue PROMPT with the LLM in PACKAGE (streams text as it comes)."""
     llm = _load(package, backend, threads, max_seq, speculate)
     if as_chat:
         prompt, special = llm.chat_prompt([{"role": "user", "content": prompt}]), True
     it = llm.generate(prompt, max_tokens, special=special, temperature=temperature, top_k=top_k, top_p=top_p,
-                      seed=seed, stop=list(stop), speculate=speculate, max_nodes=max_nodes)
+                      seed=seed, stop=list(stop), speculate=speculate, max_nodes=max_nodes,
+                      adaptive=tree_size == "dynamic")
     ids, parts = [], []
     for tok in it:
         if tok.id >= 0:
@@ -70,7 +80,8 @@ def generate(package, prompt, max_tokens, temperature, top_k, top_p, seed, stop,
         if llm.spec is not None:
             sp = llm.spec.stats
             out.update(steps=sp.steps, accepted_per_step=sp.accepted_per_step, tree_sizes=sp.tree_sizes,
-                       pruned_early=sp.pruned_early, mean_accepted=round(sp.mean_accepted, 3))
+                       pruned_early=sp.pruned_early, mean_accepted=round(sp.mean_accepted, 3),
+                       carried=sp.carried, tree_size=tree_size)
         click.echo(json.dumps(out))
     else:
         click.echo()
@@ -156,15 +167,22 @@ def perplexity(package, text_file, n_tokens, backend, threads, as_json):
 @click.option("--prompt-tokens", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--new-tokens", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--runs", type=click.IntRange(1), default=3, show_default=True, help="median of N runs")
+@_spec_opts
+@click.option("--prompt", default=None, help="--speculate: the text to continue (default: a built-in "
+              "rewrite task, in the chat template)")
 @_backend
 @_threads
 @click.option("--json", "as_json", is_flag=True)
-def bench_llm(package, prompt_tokens, new_tokens, runs, backend, threads, as_json):
-    """Prefill tok/s, greedy decode tok/s and peak RSS of the LLM in PACKAGE."""
+def bench_llm(package, prompt_tokens, new_tokens, runs, speculate, max_nodes, tree_size, prompt, backend, threads,
+              as_json):
+    """Prefill tok/s, greedy decode tok/s and peak RSS of the LLM in PACKAGE; with --speculate, also
+    speculative vs plain greedy tok/s on a text prompt, mean accepted length, tree sizes, pruned fraction."""
     from edgert.llm.bench import LlmBenchOptions, bench_llm as run
 
     res = run(package, LlmBenchOptions(prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=runs,
-                                       backend=backend, threads=threads))
+                                       backend=backend, threads=threads, speculate=speculate,
+                                       max_nodes=max_nodes, adaptive=tree_size == "dynamic", prompt=prompt))
+    sp = res.speculative
     if as_json:
         click.echo(json.dumps(res.to_json()))
     else:
@@ -172,3 +190,9 @@ def bench_llm(package, prompt_tokens, new_tokens, runs, backend, threads, as_jso
                    f"{threads or 'all'}\nprefill  {res.prefill_tok_s:.1f} tok/s  ({prompt_tokens} tokens)\n"
                    f"decode   {res.decode_tok_s:.1f} tok/s  ({new_tokens} new tokens, greedy, median of {runs})\n"
                    f"peak RSS {res.peak_rss_mb:.0f} MB   load {res.load_s:.2f} s")
+        if sp:
+            click.echo(f"speculate {sp['mode']} ({tree_size}, max {max_nodes} nodes): {sp['decode_tok_s']:.1f} "
+                       f"tok/s vs plain {sp['plain_decode_tok_s']:.1f} ({sp['speedup']:.2f}x) on a "
+                       f"{sp['prompt_tokens']}-token prompt; mean accepted {sp['mean_accepted']:.2f}/step, "
+                       f"tree sizes {sp['tree_sizes']}, pruned early {sp['pruned_fraction']:.1%}, same tokens "
+                       f"as plain: {'yes' if sp['same_tokens_as_plain'] else 'NO'}")

@@ -1,4 +1,5 @@
-"""bench-llm: prefill and greedy-decode throughput and peak RSS of an LLM package."""
+"""bench-llm: prefill and greedy-decode throughput and peak RSS of an LLM package, and with
+--speculate, speculative against plain greedy decoding of the same text prompt in the same run."""
 from __future__ import annotations
 
 import os
@@ -19,6 +20,18 @@ class LlmBenchOptions:
     backend: str = "ort"
     threads: int = 0
     seed: int = 0
+    speculate: str = "none"             # "lookup" | "tree": also time speculative decoding
+    max_nodes: int = 8
+    adaptive: bool = True               # ProPD's dynamic tree size (False: always max_nodes)
+    prompt: str | None = None           # --speculate: the text to continue (default SPEC_PROMPT)
+
+
+# Speculation needs real text (random ids give drafters nothing to find): an input-grounded task,
+# as in the benchmark suite, in the model's chat template when it has one.
+SPEC_PROMPT = ("Rewrite this note as a short list of steps.\n\nNote: To update the sensor firmware, "
+               "first stop the agent service, then copy the new image to the device, check its SHA-256 "
+               "against the release notes, flash it with the vendor tool, and finally restart the agent "
+               "service and confirm that telemetry arrives at the fleet monitor.")
 
 
 @dataclass
@@ -32,9 +45,13 @@ class LlmBenchResult:
     new_tokens: int
     backend: str
     decode_ms_per_token: float
+    speculative: dict | None = None
 
     def to_json(self) -> dict:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        def r(v):
+            return round(v, 3) if isinstance(v, float) else {k: r(x) for k, x in v.items()} \
+                if isinstance(v, dict) else v
+        return {k: r(v) for k, v in asdict(self).items()}
 
 
 def bench_llm(path, options: LlmBenchOptions = LlmBenchOptions()) -> LlmBenchResult:
@@ -43,8 +60,9 @@ def bench_llm(path, options: LlmBenchOptions = LlmBenchOptions()) -> LlmBenchRes
 
     o = options
     t0 = time.perf_counter()
-    llm = load_llm(path, LlmOptions(backend=o.backend, threads=o.threads,
-                                    max_seq=o.prompt_tokens + o.new_tokens + 1))
+    spec = o.speculate != "none"
+    llm = load_llm(path, LlmOptions(backend=o.backend, threads=o.threads, pad_attention=spec,
+                                    max_seq=None if spec else o.prompt_tokens + o.new_tokens + 1))
     load_s = time.perf_counter() - t0
     # Ordinary token ids (the special/control tokens sit at the start of the vocabulary).
     rng = np.random.default_rng(o.seed)
@@ -72,8 +90,48 @@ def bench_llm(path, options: LlmBenchOptions = LlmBenchOptions()) -> LlmBenchRes
             tok = int(out.logits[0].argmax())
         dec.append(time.perf_counter() - t)
     p, d = statistics.median(pre), statistics.median(dec)
+    speculative = _speculative(llm, o) if spec else None
     return LlmBenchResult(prefill_tok_s=o.prompt_tokens / p, decode_tok_s=o.new_tokens / d,
                           peak_rss_mb=peak_rss_mb(), load_s=load_s,
                           package_mb=os.path.getsize(path) / 1e6, prompt_tokens=o.prompt_tokens,
                           new_tokens=o.new_tokens, backend=o.backend,
-                          decode_ms_per_token=1000 * d / o.new_tokens)
+                          decode_ms_per_token=1000 * d / o.new_tokens, speculative=speculative)
+
+
+def _speculative(llm, o: LlmBenchOptions) -> dict:
+    """Plain and speculative greedy decoding of one text prompt, alternating, `runs` times each
+    (end-of-generation ignored, so both make new_tokens tokens); medians and the drafter's stats."""
+    from edgert.llm.model import GenerateOptions
+
+    text = o.prompt or SPEC_PROMPT
+    try:
+        ids = llm.encode(llm.chat_prompt([{"role": "user", "content": text}]), special=True)
+    except Exception:  # noqa: BLE001 - a package without a usable chat template: the plain text
+        ids = llm.encode(text)
+    gen = GenerateOptions(max_tokens=o.new_tokens, stop_at_eog=False)
+    llm.generate(ids, options=gen, speculate=o.speculate, max_nodes=o.max_nodes)   # builds the drafter
+    plain_s, spec_s, same = [], [], True
+    stats = None
+    for _ in range(o.runs):
+        got = {}
+        for mode in ("none", o.speculate):
+            toks = []
+            it = llm.generate(ids, options=gen, speculate=mode, max_nodes=o.max_nodes, adaptive=o.adaptive)
+            for t in it:
+                if t.id >= 0:
+                    toks.append(t.id)
+            got[mode] = toks
+            (plain_s if mode == "none" else spec_s).append(llm.stats.decode_s / max(1, llm.stats.new_tokens - 1))
+        same = same and got["none"] == got[o.speculate]
+        stats = llm.spec.stats
+    sizes = np.bincount(stats.tree_sizes, minlength=o.max_nodes + 1)
+    drafted = sum(n - 1 for n in stats.tree_sizes)
+    plain_t, spec_t = statistics.median(plain_s), statistics.median(spec_s)
+    return {"mode": o.speculate, "adaptive": o.adaptive, "max_nodes": o.max_nodes, "prompt_tokens": len(ids),
+            "plain_decode_tok_s": 1 / plain_t, "decode_tok_s": 1 / spec_t, "speedup": plain_t / spec_t,
+            "same_tokens_as_plain": bool(same), "steps": stats.steps,
+            "mean_accepted": stats.mean_accepted,
+            "tree_sizes": {str(i): int(c) for i, c in enumerate(sizes) if c},
+            "drafted_nodes": drafted, "pruned_early": stats.pruned_early,
+            "pruned_fraction": stats.pruned_early / drafted if drafted else 0.0,
+            "carried": stats.carried}

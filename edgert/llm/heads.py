@@ -72,12 +72,20 @@ class DraftHeads:
     hidden: int
     w: np.ndarray                  # float32 [K, hidden_in, hidden_out] (dequantized)
     b: np.ndarray                  # float32 [K, hidden]
-    embedding: np.ndarray          # float32 [vocab, hidden]: the tied token embedding
+    # float32 [vocab, hidden], the tied token embedding, or a function that makes it: the numpy path
+    # needs it dequantized (113 MB for SmolLM2), the ORT one (edgert.llm.heads_ort) never does
+    _embedding: Any
     info: dict[str, Any]           # the llm/heads record (training report included)
 
     @property
+    def embedding(self) -> np.ndarray:
+        if callable(self._embedding):
+            self._embedding = np.ascontiguousarray(self._embedding(), dtype=np.float32)
+        return self._embedding
+
+    @property
     def vocab_size(self) -> int:
-        return int(self.embedding.shape[0])
+        return int(self.info["vocab_size"])
 
     def states(self, hidden_row: np.ndarray) -> np.ndarray:
         """h_k for every head: float32 [K, hidden] from one final-normed hidden row [hidden]."""
@@ -254,7 +262,10 @@ def read_heads(source, config: LlmConfig | None = None) -> DraftHeads | None:
             raise PackageError(f"{pkg.path}: {HEADS_SECTION!r} without {HEADS_BIN_SECTION!r}")
         rec, w, b = decode_heads(bytes(pkg.extra(HEADS_SECTION)), pkg.extra(HEADS_BIN_SECTION), cfg,
                                  base_model_digest(pkg), f"{pkg.path}: {HEADS_SECTION}")
-        e = np.ascontiguousarray(emb(), dtype=np.float32)
+        if owned is not None:      # the package closes below: dequantize now
+            e = np.ascontiguousarray(emb(), dtype=np.float32)
+        else:
+            e = emb
         return DraftHeads(int(rec["n_heads"]), int(rec["hidden"]), w, b, e, rec)
     finally:
         if owned is not None:

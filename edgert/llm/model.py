@@ -102,6 +102,7 @@ class Llm:
         self.stats = GenerateStats()
         self.spec = None                 # the last generate's SpeculativeDecoder (its stats), if any
         self._chat = None
+        self._heads_cache = None         # (heads top-k function, K) once --speculate tree has asked
 
     # -- basics ----------------------------------------------------------------------------------
     @property
@@ -156,8 +157,11 @@ class Llm:
                  options: GenerateOptions | None = None, *, special: bool = False,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, stop: Sequence[str] | None = None,
-                 speculate: str = "none", max_nodes: int = 8) -> Iterator[Token]:
-        """Tokens of the continuation of `prompt` (text or ids), from a fresh context."""
+                 speculate: str = "none", max_nodes: int = 8, adaptive: bool = True) -> Iterator[Token]:
+        """Tokens of the continuation of `prompt` (text or ids), from a fresh context.  speculate:
+        "lookup" (prompt n-grams) or "tree" (the package's draft heads) drafts up to max_nodes - 1
+        tokens per step; adaptive (ProPD's dynamic tree size) picks how many each step, False always
+        drafts max_nodes - 1 (a static tree)."""
         from edgert.llm.tokenizer import StreamDecoder
 
         o = options or GenerateOptions()
@@ -180,7 +184,7 @@ class Llm:
         if not 1 <= max_nodes <= 64:
             raise InputError(f"max_nodes must be in 1..64, got {max_nodes}")
         return self._generate(ids, max_new, sampler, stops, o.stop_at_eog, StreamDecoder(self.tokenizer),
-                              speculate, max_nodes)
+                              speculate, max_nodes, adaptive)
 
     def _plain_tokens(self, first: int, sampler: Sampler) -> Iterator[int]:
         tok = first
@@ -193,7 +197,7 @@ class Llm:
             tok = sampler.sample(out.logits[0])
 
     def _generate(self, ids, max_new, sampler, stops, stop_at_eog, dec, speculate="none",
-                  max_nodes=8) -> Iterator[Token]:
+                  max_nodes=8, adaptive=True) -> Iterator[Token]:
         st = self.stats = GenerateStats(prompt_tokens=int(ids.size))
         self.spec = None
         self.reset()
@@ -209,8 +213,9 @@ class Llm:
             source = self._plain_tokens(first, sampler)
         else:
             from edgert.llm.speculate.decoder import SpeculativeDecoder
-            self.spec = SpeculativeDecoder(self, self._drafter(speculate), max_nodes=max_nodes)
-            source = self.spec.tokens(ids, first, sampler)
+            self.spec = SpeculativeDecoder(self, self._drafter(speculate), max_nodes=max_nodes,
+                                           adaptive=adaptive)
+            source = self.spec.tokens(ids, first, sampler, out.hidden[-1])
         text, emitted = "", 0            # text so far; chars already handed out
         held = max((len(x) for x in stops), default=0)
         t1 = time.perf_counter()
@@ -249,9 +254,32 @@ class Llm:
             from edgert.llm.speculate.lookup import PromptLookup
             return PromptLookup()
         if speculate == "tree":
-            raise InputError(f"{self.weights.path}: --speculate tree needs draft heads in the package, and "
-                             "this one has none (prompt lookup needs none: --speculate lookup)")
+            return self._heads_drafter()
         raise InputError(f"unknown --speculate mode {speculate!r} (known: {', '.join(SPECULATE)})")
+
+    def _heads_drafter(self):
+        """The package's draft heads as a tree drafter (built once; raises for a package without
+        heads, heads trained for another model, or a corrupt heads section)."""
+        if self._heads_cache is None:
+            from edgert.llm.heads import read_heads
+            from edgert.llm.speculate.medusa import HeadsDraftOptions, numpy_heads_topk
+
+            heads = read_heads(self.weights)
+            if heads is None:
+                raise InputError(f"{self.weights.path}: --speculate tree needs draft heads in the package, "
+                                 "and this one has none (edgert train-heads adds them; prompt lookup needs "
+                                 "none: --speculate lookup)")
+            k = HeadsDraftOptions().top_k
+            if self.options.backend == "ort":
+                from edgert.llm.heads_ort import OrtHeads
+                topk = OrtHeads(self.weights, heads, k, threads=1).topk
+            else:
+                topk = numpy_heads_topk(heads, k)
+            self._heads_cache = (topk, heads.n_heads)
+        from edgert.llm.speculate.medusa import HeadsDrafter
+
+        topk, n = self._heads_cache
+        return HeadsDrafter(topk, n)
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         from edgert.llm.chat import ChatTemplate

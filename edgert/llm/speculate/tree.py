@@ -59,5 +59,13 @@ class DraftTree:
             m[i] |= m[self.parents[i - 1]]
         return m
 
+    def chain_length(self) -> int:
+        """Drafted nodes on the first path: nodes 1..n each under the one before (consecutive cache
+        slots, as plain decoding lays them out)."""
+        n = 0
+        while n < len(self.parents) and self.parents[n] == n:
+            n += 1
+        return n
+
     def is_chain(self) -> bool:
         return all(p == i for i, p in enumerate(self.parents))

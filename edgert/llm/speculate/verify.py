@@ -24,6 +24,7 @@ from edgert.llm.speculate.tree import DraftTree
 class Verdict:
     path: list[int]            # accepted node indices, root first (the KV entries to keep)
     tokens: list[int]          # new tokens: the accepted drafted ones, then the bonus token
+    carry: int | None = None   # accept_greedy_chain: a sibling drafted with the bonus token, if any
 
     @property
     def accepted(self) -> int:
@@ -42,6 +43,26 @@ def accept_greedy(tree: DraftTree, logits: np.ndarray) -> Verdict:
             return Verdict(path, tokens)
         path.append(kid)
         node = kid
+
+
+def accept_greedy_chain(tree: DraftTree, logits: np.ndarray, rows: np.ndarray | None = None) -> Verdict:
+    """Greedy acceptance along the tree's first path only (DraftTree.chain_length): those nodes sit in
+    consecutive cache slots, so on the int8 fast path their logits are bit-identical to plain decoding;
+    a node on another branch attends in another slot order and its logits may differ slightly.  At
+    the first mismatch the bonus token comes from an exact row; if a sibling there was drafted with
+    it, its index is returned as `carry` (its row already holds the next prediction; nothing of it
+    is kept).  `rows`: the node index of each logits row (None = every node, in order)."""
+    where = {int(n): i for i, n in enumerate(range(tree.size) if rows is None else rows)}
+    chain = tree.chain_length()
+    node, tokens = 0, []
+    while True:
+        nxt = int(np.argmax(logits[where[node]]))
+        tokens.append(nxt)
+        if node < chain and tree.tokens[node] == nxt:      # node + 1 is the chain's next node
+            node += 1
+            continue
+        carry = next((k for k in tree.children(node) if k > chain and tree.tokens[k - 1] == nxt), None)
+        return Verdict(list(range(node + 1)), tokens, carry)
 
 
 def residual_choice(p: np.ndarray, candidates: list[int], rng: np.random.Generator) -> tuple[int, int]:
