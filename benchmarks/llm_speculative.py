@@ -55,13 +55,13 @@ def llama_child(model: str, prompts: list[dict], n_new: int, threads: int) -> di
     return out
 
 
-def edgert_run(llm, ids: list[int], n_new: int, speculate: str, adaptive: bool = True
+def edgert_run(llm, ids: list[int], n_new: int, speculate: str, adaptive: bool = True, prune: bool = False
                ) -> tuple[list[int], float, dict]:
     from edgert.llm.model import GenerateOptions
 
     got, times = [], []
     for t in llm.generate(ids, options=GenerateOptions(max_tokens=n_new, stop_at_eog=False),
-                          speculate=speculate, adaptive=adaptive):
+                          speculate=speculate, adaptive=adaptive, prune=prune):
         if t.id >= 0:
             got.append(t.id)
             times.append(time.perf_counter())
@@ -73,6 +73,7 @@ def edgert_run(llm, ids: list[int], n_new: int, speculate: str, adaptive: bool =
         info = {"steps": st.steps, "mean_accepted": st.mean_accepted,
                 "mean_tree_size": float(np.mean(st.tree_sizes)) if st.tree_sizes else 1.0,
                 "plain_steps": sum(1 for n in st.tree_sizes if n == 1), "carried": st.carried,
+                "drafted": drafted, "pruned": st.pruned_early,
                 "pruned_fraction": st.pruned_early / drafted if drafted else 0.0}
     return got, rate, info
 
@@ -102,7 +103,10 @@ def step_curve(llm, ms=(1, 2, 3, 4, 6, 8, 12, 16), reps: int = 15, cache_len: in
     return out
 
 
-MODES = [("lookup", "lookup", True), ("tree_static", "tree", False), ("tree_dynamic", "tree", True)]
+# (label, --speculate, dynamic size, early pruning)
+MODES = [("lookup", "lookup", True, False), ("tree_static", "tree", False, False),
+         ("tree_static_pruned", "tree", False, True), ("tree_dynamic", "tree", True, False),
+         ("tree_propd", "tree", True, True)]
 
 
 def main() -> int:
@@ -149,14 +153,25 @@ def main() -> int:
             pkg = Path(d) / "smol.pkg"
             convert_gguf(gguf, pkg)
         llm = load_llm(pkg, LlmOptions(threads=args.threads, max_seq=1024, pad_attention=True))
-        for _, sp, ad in [("none", "none", True)] + modes:              # warm-up (and build the drafters)
-            edgert_run(llm, prompts[0]["ids"], 16, sp, ad)
+        # early pruning runs the step split after the early-exit head's layer: its own Llm
+        split = load_llm(pkg, LlmOptions(threads=args.threads, max_seq=1024, pad_attention=True,
+                                         early_pruning=True)) if any(m[3] for m in modes) else None
+        if split is not None and not split.early_pruning:
+            print("(the heads package has no early-exit head: pruned modes skipped)", file=sys.stderr)
+            modes = [m for m in modes if not m[3]]
+            split = None
+        res["early_exit_layer"] = split.step.split_after if split is not None else None
+
+        def engine(mode):
+            return split if mode[3] else llm
+        for m in [("none", "none", True, False)] + modes:         # warm-up (and build the drafters)
+            edgert_run(engine(m), prompts[0]["ids"], 16, m[1], m[2], m[3])
         for p in prompts:
             plain, r_plain, _ = edgert_run(llm, p["ids"], args.new_tokens, "none")
             row = {"llama_cpp": llama.get(p["name"]) if llama else None, "plain": r_plain}
-            for label, sp, ad in modes:
-                got, rate, st = edgert_run(llm, p["ids"], args.new_tokens, sp, ad)
-                row[label] = {"tok_s": rate, "identical": got == plain, **st}
+            for m in modes:
+                got, rate, st = edgert_run(engine(m), p["ids"], args.new_tokens, m[1], m[2], m[3])
+                row[m[0]] = {"tok_s": rate, "identical": got == plain, **st}
             res["prompts"][p["name"]] = row
         res["step_curve_ms"] = step_curve(llm)
     rows = res["prompts"]
@@ -197,6 +212,12 @@ def main() -> int:
     medc += [f"{med(r[m[0]]['mean_accepted'] for r in rows.values()):.2f}" for m in modes]
     medc += ["", f"{sum(all(r[m[0]]['identical'] for m in modes) for r in rows.values())}/{len(rows)}"]
     print("| **median** | " + " | ".join(medc) + " |")
+    for m in modes:
+        if m[1] == "tree":
+            tot = {k: sum(r[m[0]].get(k, 0) for r in rows.values()) for k in ("drafted", "pruned", "steps")}
+            acc = statistics.mean(r[m[0]]["mean_accepted"] for r in rows.values())
+            print(f"\n{m[0]}: {tot['drafted']} nodes drafted over {tot['steps']} steps, {tot['pruned']} pruned "
+                  f"early ({tot['pruned'] / max(1, tot['drafted']):.0%}); mean accepted per step {acc:.3f}")
     for m in modes:
         worst = min(rows.items(), key=lambda kv: kv[1][m[0]]["tok_s"] / kv[1]["plain"])
         print(f"\n{m[0]}: worst prompt {worst[0]} at {worst[1][m[0]]['tok_s'] / worst[1]['plain']:.2f}× plain"

@@ -15,12 +15,15 @@ import numpy as np
 
 from edgert import format as F
 from edgert.errors import ConversionError
-from edgert.llm.heads import HEADS_BIN_SECTION, HEADS_SECTION, base_model_digest, encode_heads
+from edgert.llm.heads import KINDS, base_model_digest, encode_heads
 
 
 def store_heads(src: str | os.PathLike, out: str | os.PathLike, heads: dict[str, np.ndarray],
-                report: dict[str, Any] | None = None, signing_key: bytes | None = None):
-    """`src` package + heads ({"w": [K, H, H], "b": [K, H]}) -> `out`; returns the WriteReport."""
+                report: dict[str, Any] | None = None, signing_key: bytes | None = None,
+                early: dict[str, Any] | None = None):
+    """`src` package + draft heads ({"w": [K, H, H], "b": [K, H]}, or None to keep src's) -> `out`;
+    returns the WriteReport.  early: the early-exit head too, {"w": [1, H, H], "b": [1, H],
+    "after_layer": e, "report": {...}} (ProPD early pruning)."""
     from converters.package_writer import WriteOptions, write_package
     from edgert.llm.config import LLM_GRAPH
     from edgert.package import ReadOptions, read_package
@@ -36,9 +39,14 @@ def store_heads(src: str | os.PathLike, out: str | os.PathLike, heads: dict[str,
         base = base_model_digest(pkg)
         codecs = {s.codec for s in pkg.sections if s.kind == F.SectionKind.WEIGHTS}
         compress = "zstd" if F.Codec.ZSTD in codecs else "none"
-        extras = {name: bytes(pkg.extra(name)) for name in pkg.extra_names()
-                  if name not in (HEADS_SECTION, HEADS_BIN_SECTION)}
-        extras.update(encode_heads(heads["w"], heads["b"], base, int(cfg_json["vocab_size"]), report))
+        replaced = (KINDS["medusa"][:2] if heads is not None else ()) + (KINDS["early_exit"][:2] if early else ())
+        extras = {name: bytes(pkg.extra(name)) for name in pkg.extra_names() if name not in replaced}
+        vocab = int(cfg_json["vocab_size"])
+        if heads is not None:
+            extras.update(encode_heads(heads["w"], heads["b"], base, vocab, report))
+        if early:
+            extras.update(encode_heads(early["w"], early["b"], base, vocab, early.get("report"), "early_exit",
+                                       int(early["after_layer"])))
         producer = {k: v for k, v in pkg.manifest.get("producer", {}).items() if k not in ("name", "version")}
         producer["heads"] = "edgert train-heads"
         rep = write_package(out, list(pkg.graphs.values()),

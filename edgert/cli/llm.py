@@ -23,14 +23,18 @@ def _spec_opts(f):
     f = click.option("--tree-size", type=click.Choice(["dynamic", "static"]), default="dynamic",
                      show_default=True, help="dynamic: each step drafts the tree the online latency model "
                      "and hit rates say pays best (plain steps when none does); static: always --max-nodes")(f)
+    f = click.option("--prune/--no-prune", default=True, show_default=True,
+                     help="tree: ProPD early pruning with the package's early-exit head, when it has one")(f)
     return f
 
 
-def _load(package: Path, backend: str, threads: int, max_seq: int | None, speculate: str = "none"):
+def _load(package: Path, backend: str, threads: int, max_seq: int | None, speculate: str = "none",
+          prune: bool = False):
     from edgert.llm.model import LlmOptions, load_llm
 
     return load_llm(package, LlmOptions(backend=backend, threads=threads, max_seq=max_seq,
-                                        pad_attention=speculate != "none"))
+                                        pad_attention=speculate != "none",
+                                        early_pruning=prune and speculate == "tree"))
 
 
 def _sampling_opts(f):
@@ -56,14 +60,14 @@ def _sampling_opts(f):
 @_ctx
 @click.option("--json", "as_json", is_flag=True, help="one JSON object: text (continuation only), tokens, timings")
 def generate(package, prompt, max_tokens, temperature, top_k, top_p, seed, stop, as_chat, special, speculate,
-             max_nodes, tree_size, backend, threads, max_seq, as_json):
+             max_nodes, tree_size, prune, backend, threads, max_seq, as_json):
     """Continue PROMPT with the LLM in PACKAGE (streams text as it comes)."""
-    llm = _load(package, backend, threads, max_seq, speculate)
+    llm = _load(package, backend, threads, max_seq, speculate, prune)
     if as_chat:
         prompt, special = llm.chat_prompt([{"role": "user", "content": prompt}]), True
     it = llm.generate(prompt, max_tokens, special=special, temperature=temperature, top_k=top_k, top_p=top_p,
                       seed=seed, stop=list(stop), speculate=speculate, max_nodes=max_nodes,
-                      adaptive=tree_size == "dynamic")
+                      adaptive=tree_size == "dynamic", prune=prune)
     ids, parts = [], []
     for tok in it:
         if tok.id >= 0:
@@ -81,7 +85,7 @@ def generate(package, prompt, max_tokens, temperature, top_k, top_p, seed, stop,
             sp = llm.spec.stats
             out.update(steps=sp.steps, accepted_per_step=sp.accepted_per_step, tree_sizes=sp.tree_sizes,
                        pruned_early=sp.pruned_early, mean_accepted=round(sp.mean_accepted, 3),
-                       carried=sp.carried, tree_size=tree_size)
+                       carried=sp.carried, tree_size=tree_size, early_pruning=llm.early_pruning and prune)
         click.echo(json.dumps(out))
     else:
         click.echo()
@@ -173,15 +177,16 @@ def perplexity(package, text_file, n_tokens, backend, threads, as_json):
 @_backend
 @_threads
 @click.option("--json", "as_json", is_flag=True)
-def bench_llm(package, prompt_tokens, new_tokens, runs, speculate, max_nodes, tree_size, prompt, backend, threads,
-              as_json):
+def bench_llm(package, prompt_tokens, new_tokens, runs, speculate, max_nodes, tree_size, prune, prompt, backend,
+              threads, as_json):
     """Prefill tok/s, greedy decode tok/s and peak RSS of the LLM in PACKAGE; with --speculate, also
     speculative vs plain greedy tok/s on a text prompt, mean accepted length, tree sizes, pruned fraction."""
     from edgert.llm.bench import LlmBenchOptions, bench_llm as run
 
     res = run(package, LlmBenchOptions(prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=runs,
                                        backend=backend, threads=threads, speculate=speculate,
-                                       max_nodes=max_nodes, adaptive=tree_size == "dynamic", prompt=prompt))
+                                       max_nodes=max_nodes, adaptive=tree_size == "dynamic", prompt=prompt,
+                                       prune=prune))
     sp = res.speculative
     if as_json:
         click.echo(json.dumps(res.to_json()))

@@ -23,11 +23,17 @@ import click
 @click.option("--window", type=click.IntRange(8, 8192), default=256, show_default=True)
 @click.option("--holdout", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
               help="fraction of the corpus (its tail) held out for the accuracy report")
+@click.option("--early-exit-layer", type=int, default=None,
+              help="layer after which the early-exit head (ProPD early pruning) reads the residual stream "
+                   "(default: a third of the way in, chosen by benchmarks/llm_early_exit.py); -1 = no head")
+@click.option("--early-exit-minutes", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+              help="training budget of the early-exit head")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(0, 256), default=0, help="0 = all cores")
 @click.option("--json", "as_json", is_flag=True)
 def train_heads(package: Path, corpus: Path, output: Path, n_heads: int, steps: int | None, minutes: float,
-                positions: int, window: int, holdout: float, seed: int, threads: int, as_json: bool) -> None:
+                positions: int, window: int, holdout: float, early_exit_layer: int | None, early_exit_minutes: float,
+                seed: int, threads: int, as_json: bool) -> None:
     """Train draft heads for PACKAGE on --corpus and write them, with the model, to -o."""
     from edgert.errors import InputError
     from edgert.llm.model import LlmOptions, load_llm
@@ -62,7 +68,14 @@ def train_heads(package: Path, corpus: Path, output: Path, n_heads: int, steps: 
                         heldout=held, progress=progress)
     info = {"corpus": corpus.name, "train_rows": train.n, "heldout_rows": held.n, "window": window,
             "seed": seed, **report.to_json()}
-    wrote = store_heads(package, output, heads, info)
+    early = None
+    if early_exit_layer != -1:
+        from converters.llm_heads.early import train_early_exit
+        say("training the early-exit head ...")
+        early = train_early_exit(package, train_text, held_text, early_exit_layer, TrainOptions(
+            steps=steps, minutes=early_exit_minutes, seed=seed), window=window, positions=positions, threads=threads)
+        info["early_exit"] = {k: v for k, v in early["report"].items() if k != "losses"}
+    wrote = store_heads(package, output, heads, info, early=early)
     total = time.perf_counter() - t0
     if as_json:
         click.echo(json.dumps({"package": str(package), "output": str(output), "size_bytes": wrote.size_bytes,
@@ -77,3 +90,7 @@ def train_heads(package: Path, corpus: Path, output: Path, n_heads: int, steps: 
             b1 = report.heldout_base.top1[k - 1] if report.heldout_base else float("nan")
             click.echo(f"  head {k} (token t+{k + 1}): held-out top-1 {a1:.3f}  top-3 {a3:.3f}  "
                        f"(untrained {b1:.3f})")
+    if early:
+        r = early["report"]
+        click.echo(f"  early-exit head after layer {early['after_layer']}: held-out recall of the next token "
+                   + ", ".join(f"top-{k} {v:.3f}" for k, v in r["heldout_recall"].items()))

@@ -23,6 +23,7 @@ class LlmBenchOptions:
     speculate: str = "none"             # "lookup" | "tree": also time speculative decoding
     max_nodes: int = 8
     adaptive: bool = True               # ProPD's dynamic tree size (False: always max_nodes)
+    prune: bool = True                  # ProPD early pruning, when the package has an early-exit head
     prompt: str | None = None           # --speculate: the text to continue (default SPEC_PROMPT)
 
 
@@ -62,6 +63,7 @@ def bench_llm(path, options: LlmBenchOptions = LlmBenchOptions()) -> LlmBenchRes
     t0 = time.perf_counter()
     spec = o.speculate != "none"
     llm = load_llm(path, LlmOptions(backend=o.backend, threads=o.threads, pad_attention=spec,
+                                    early_pruning=o.prune and o.speculate == "tree",
                                     max_seq=None if spec else o.prompt_tokens + o.new_tokens + 1))
     load_s = time.perf_counter() - t0
     # Ordinary token ids (the special/control tokens sit at the start of the vocabulary).
@@ -90,7 +92,16 @@ def bench_llm(path, options: LlmBenchOptions = LlmBenchOptions()) -> LlmBenchRes
             tok = int(out.logits[0].argmax())
         dec.append(time.perf_counter() - t)
     p, d = statistics.median(pre), statistics.median(dec)
-    speculative = _speculative(llm, o) if spec else None
+    if spec and llm.early_pruning:
+        # the split step (for early pruning) is the speculative mode's own cost: plain decoding is
+        # timed on the ordinary single-session step
+        plain = load_llm(path, LlmOptions(backend=o.backend, threads=o.threads, pad_attention=True))
+        try:
+            speculative = _speculative(llm, o, plain)
+        finally:
+            plain.close()
+    else:
+        speculative = _speculative(llm, o, llm) if spec else None
     return LlmBenchResult(prefill_tok_s=o.prompt_tokens / p, decode_tok_s=o.new_tokens / d,
                           peak_rss_mb=peak_rss_mb(), load_s=load_s,
                           package_mb=os.path.getsize(path) / 1e6, prompt_tokens=o.prompt_tokens,
@@ -98,7 +109,7 @@ def bench_llm(path, options: LlmBenchOptions = LlmBenchOptions()) -> LlmBenchRes
                           decode_ms_per_token=1000 * d / o.new_tokens, speculative=speculative)
 
 
-def _speculative(llm, o: LlmBenchOptions) -> dict:
+def _speculative(llm, o: LlmBenchOptions, plain_llm) -> dict:
     """Plain and speculative greedy decoding of one text prompt, alternating, `runs` times each
     (end-of-generation ignored, so both make new_tokens tokens); medians and the drafter's stats."""
     from edgert.llm.model import GenerateOptions
@@ -116,18 +127,21 @@ def _speculative(llm, o: LlmBenchOptions) -> dict:
         got = {}
         for mode in ("none", o.speculate):
             toks = []
-            it = llm.generate(ids, options=gen, speculate=mode, max_nodes=o.max_nodes, adaptive=o.adaptive)
+            m = plain_llm if mode == "none" else llm
+            it = m.generate(ids, options=gen, speculate=mode, max_nodes=o.max_nodes, adaptive=o.adaptive,
+                              prune=o.prune)
             for t in it:
                 if t.id >= 0:
                     toks.append(t.id)
             got[mode] = toks
-            (plain_s if mode == "none" else spec_s).append(llm.stats.decode_s / max(1, llm.stats.new_tokens - 1))
+            (plain_s if mode == "none" else spec_s).append(m.stats.decode_s / max(1, m.stats.new_tokens - 1))
         same = same and got["none"] == got[o.speculate]
         stats = llm.spec.stats
     sizes = np.bincount(stats.tree_sizes, minlength=o.max_nodes + 1)
     drafted = sum(n - 1 for n in stats.tree_sizes)
     plain_t, spec_t = statistics.median(plain_s), statistics.median(spec_s)
     return {"mode": o.speculate, "adaptive": o.adaptive, "max_nodes": o.max_nodes, "prompt_tokens": len(ids),
+            "early_pruning": bool(llm.early_pruning and o.prune),
             "plain_decode_tok_s": 1 / plain_t, "decode_tok_s": 1 / spec_t, "speedup": plain_t / spec_t,
             "same_tokens_as_plain": bool(same), "steps": stats.steps,
             "mean_accepted": stats.mean_accepted,

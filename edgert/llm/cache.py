@@ -33,23 +33,40 @@ class KvCache:
         self.check_room(m)
         self.pending = m
 
-    def commit(self, keep: np.ndarray | list[int] | None = None) -> None:
+    def commit(self, keep: np.ndarray | list[int] | None = None,
+               late: tuple[int, np.ndarray | list[int]] | None = None) -> None:
         """Keep pending entries `keep` (indices into the last step's new tokens, increasing), in
-        that order, at slots length, length + 1, ...; None keeps all of them as they are."""
+        that order, at slots length, length + 1, ...; None keeps all of them as they are.
+        late = (layer, keep_late): layers from `layer` on hold the entries at other indices (an
+        early-pruned step ran those layers on fewer nodes): keep_late are the same entries there."""
         if keep is None:
             self.length += self.pending
             self.pending = 0
             return
+        keep = self._checked(keep)
+        first = self.n_layers if late is None else int(late[0])
+        self._move(keep, range(first))
+        if late is not None:
+            kl = self._checked(late[1])
+            if kl.size != keep.size:
+                raise ValueError(f"late keep {kl.tolist()} and keep {keep.tolist()} differ in length")
+            self._move(kl, range(first, self.n_layers))
+        self.length += int(keep.size)
+        self.pending = 0
+
+    def _checked(self, keep) -> np.ndarray:
         keep = np.asarray(keep, dtype=np.int64)
         if keep.size and (keep.min() < 0 or keep.max() >= self.pending or (np.diff(keep) <= 0).any()):
             raise ValueError(f"keep {keep.tolist()} must be increasing indices below {self.pending}")
+        return keep
+
+    def _move(self, keep: np.ndarray, layers) -> None:
         L = self.length
         src = L + keep
         if not np.array_equal(src, np.arange(L, L + keep.size)):
-            for buf in (*self.k, *self.v):
-                buf[:, :, L:L + keep.size] = buf[:, :, src]
-        self.length += int(keep.size)
-        self.pending = 0
+            for i in layers:
+                for buf in (self.k[i], self.v[i]):
+                    buf[:, :, L:L + keep.size] = buf[:, :, src]
 
     def truncate(self, n: int) -> None:
         """Forget everything after the first n committed entries (rollback is free: slots are reused)."""

@@ -39,6 +39,13 @@ from edgert.llm.config import LLM_GRAPH, LlmConfig
 HEADS_SECTION = "llm/heads"
 HEADS_BIN_SECTION = "llm/heads.bin"
 HEADS_FORMAT = "edgert.medusa/1"
+# The early-exit head (ProPD early pruning): the same block and storage, one head, on the final-normed
+# residual stream after layer `after_layer` (OrtStep's "tap"), predicting the next token (t+1).
+EARLY_SECTION = "llm/early_exit"
+EARLY_BIN_SECTION = "llm/early_exit.bin"
+EARLY_FORMAT = "edgert.early_exit/1"
+KINDS = {"medusa": (HEADS_SECTION, HEADS_BIN_SECTION, HEADS_FORMAT),
+         "early_exit": (EARLY_SECTION, EARLY_BIN_SECTION, EARLY_FORMAT)}
 MAX_HEADS = 16
 MAX_HEADS_JSON_BYTES = 1 << 20
 HEADS_ALIGNMENT = 64               # offsets in llm/heads.bin (the format's own alignment)
@@ -109,7 +116,8 @@ class DraftHeads:
 
 
 def encode_heads(w: np.ndarray, b: np.ndarray, base_sha256: str, vocab_size: int,
-                 report: dict[str, Any] | None = None) -> dict[str, bytes]:
+                 report: dict[str, Any] | None = None, kind: str = "medusa",
+                 after_layer: int | None = None) -> dict[str, bytes]:
     """Float heads (W [K, H_in, H_out], b [K, H]) -> {section name: bytes} for write_package.
     W is quantized to int8 per output channel with fp16 scales (the scale is rounded to fp16 first,
     so codes and scale agree exactly)."""
@@ -138,13 +146,18 @@ def encode_heads(w: np.ndarray, b: np.ndarray, base_sha256: str, vocab_size: int
         table.append({"name": name, "dtype": dtype, "shape": list(shape), "offset": len(blob),
                       "nbytes": arr.nbytes})
         blob += arr.tobytes()
-    record = {"format": HEADS_FORMAT, "n_heads": k, "hidden": hidden, "vocab_size": int(vocab_size),
+    section, bin_section, fmt = KINDS[kind]
+    if kind == "early_exit" and (k != 1 or after_layer is None):
+        raise PackageError("an early-exit head is one head with an after_layer")
+    record = {"format": fmt, "n_heads": k, "hidden": hidden, "vocab_size": int(vocab_size),
               "block": "residual_silu", "projection": "tied_embedding",
-              "predicts": [f"t+{i + 2}" for i in range(k)],
+              "predicts": [f"t+{i + 2}" for i in range(k)] if kind == "medusa" else ["t+1"],
               "quantization": {"w_q": "int8 symmetric per output channel (w_scale, fp16)"},
               "base_sha256": base_sha256, "tensors": table, "report": report or {}}
+    if kind == "early_exit":
+        record["after_layer"] = int(after_layer)
     text = json.dumps(record, allow_nan=False, sort_keys=True).encode("utf-8")
-    return {HEADS_SECTION: text, HEADS_BIN_SECTION: bytes(blob)}
+    return {section: text, bin_section: bytes(blob)}
 
 
 def _int(rec: dict, key: str, lo: int, hi: int, where: str) -> int:
@@ -155,7 +168,7 @@ def _int(rec: dict, key: str, lo: int, hi: int, where: str) -> int:
 
 
 def decode_heads(record_bytes: bytes, blob: memoryview | bytes, config: LlmConfig, base_sha256: str,
-                 where: str = HEADS_SECTION) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+                 where: str = HEADS_SECTION, kind: str = "medusa") -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Validate the two sections; returns (record, W float32 [K, H_in, H_out], b float32 [K, H])."""
     if len(record_bytes) > MAX_HEADS_JSON_BYTES:
         raise PackageError(f"{where}: {len(record_bytes)} bytes, over the cap {MAX_HEADS_JSON_BYTES}")
@@ -166,8 +179,13 @@ def decode_heads(record_bytes: bytes, blob: memoryview | bytes, config: LlmConfi
         raise PackageError(f"{where}: not a JSON document ({e})") from None
     if not isinstance(rec, dict):
         raise PackageError(f"{where}: must be a JSON object")
-    if rec.get("format") != HEADS_FORMAT:
-        raise PackageError(f"{where}.format {rec.get('format')!r} is not {HEADS_FORMAT!r}")
+    _, bin_section, fmt = KINDS[kind]
+    if rec.get("format") != fmt:
+        raise PackageError(f"{where}.format {rec.get('format')!r} is not {fmt!r}")
+    if kind == "early_exit":
+        _int(rec, "after_layer", 0, config.n_layers - 2, where)
+        if rec.get("n_heads") != 1:
+            raise PackageError(f"{where}.n_heads must be 1 for an early-exit head")
     if rec.get("block") != "residual_silu" or rec.get("projection") != "tied_embedding":
         raise PackageError(f"{where}: block {rec.get('block')!r} / projection {rec.get('projection')!r} "
                            "must be 'residual_silu' / 'tied_embedding'")
@@ -207,7 +225,7 @@ def decode_heads(record_bytes: bytes, blob: memoryview | bytes, config: LlmConfi
         item = np.dtype(dtype).itemsize
         if nbytes != math.prod(shape) * item or off + nbytes > size or off % item:
             raise PackageError(f"{tw}: {name} at offset {off}, {nbytes} bytes does not fit "
-                               f"{HEADS_BIN_SECTION} ({size} bytes) as {dtype} {list(shape)}")
+                               f"{bin_section} ({size} bytes) as {dtype} {list(shape)}")
         spans.append((off, off + nbytes, name))
         views[name] = np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<"), count=math.prod(shape),
                                     offset=off).reshape(shape)
@@ -225,8 +243,9 @@ def decode_heads(record_bytes: bytes, blob: memoryview | bytes, config: LlmConfi
     return rec, np.ascontiguousarray(w), b
 
 
-def read_heads(source, config: LlmConfig | None = None) -> DraftHeads | None:
-    """The draft heads of an LLM package, or None when it has none.
+def read_heads(source, config: LlmConfig | None = None, kind: str = "medusa") -> DraftHeads | None:
+    """The draft heads (kind "medusa") or the early-exit head (kind "early_exit", one head; its
+    layer is info["after_layer"]) of an LLM package, or None when it has none.
 
     `source`: a package path (read and verified here), an `LlmWeights` (read_llm / Llm.weights), or a
     `Package` read with ReadOptions(decode_packed=False).  Raises PackageError for a corrupt or
@@ -256,12 +275,13 @@ def read_heads(source, config: LlmConfig | None = None) -> DraftHeads | None:
                 w = _weight("token_embd", cfg.weights["token_embd"], pkg.graphs[LLM_GRAPH], pkg.path)
                 return w.dequantize() if isinstance(w, BlockQuant) else np.asarray(w, np.float32)
         names = pkg.extra_names()
-        if HEADS_SECTION not in names:
+        section, bin_section, _ = KINDS[kind]
+        if section not in names:
             return None
-        if HEADS_BIN_SECTION not in names:
-            raise PackageError(f"{pkg.path}: {HEADS_SECTION!r} without {HEADS_BIN_SECTION!r}")
-        rec, w, b = decode_heads(bytes(pkg.extra(HEADS_SECTION)), pkg.extra(HEADS_BIN_SECTION), cfg,
-                                 base_model_digest(pkg), f"{pkg.path}: {HEADS_SECTION}")
+        if bin_section not in names:
+            raise PackageError(f"{pkg.path}: {section!r} without {bin_section!r}")
+        rec, w, b = decode_heads(bytes(pkg.extra(section)), pkg.extra(bin_section), cfg,
+                                 base_model_digest(pkg), f"{pkg.path}: {section}", kind)
         if owned is not None:      # the package closes below: dequantize now
             e = np.ascontiguousarray(emb(), dtype=np.float32)
         else:

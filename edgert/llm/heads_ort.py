@@ -29,7 +29,7 @@ class OrtHeads:
         opts = OrtStepOptions(threads=threads)
         bld = _Builder(opts)
         b = bld.b
-        b.input("h", "float32", [1, c.hidden])
+        b.input("h", "float32", ["N", c.hidden])
         b.initializer("k", np.array([self.k_max], np.int64))
         states = ["h"]            # row 0: the model's own lm head on h (its next token)
         for i in range(heads.n_heads):
@@ -37,7 +37,7 @@ class OrtHeads:
             z = bld.node("Add", [z, bld.init(f"head{i}.b", heads.b[i])])[0]
             silu = bld.node("Mul", [z, bld.node("Sigmoid", [z])[0]])[0]
             states.append(bld.node("Add", ["h", silu])[0])
-        hk = bld.node("Concat", states, axis=0)[0]
+        hk = bld.node("Concat", states, axis=0)[0]              # [(K+1) N, H]: output k of row n at k N + n
         b.input("rows", "int64", ["R"])
         sel = bld.node("Gather", [hk, "rows"], axis=0)[0]      # only the rows a tree will use
         logits = bld.linear(sel, "lm_head", [weights["token_embd"]], c.hidden)
@@ -48,8 +48,16 @@ class OrtHeads:
                                                    spin=False)
 
     def topk(self, hidden_row: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
-        """rows: which of the K+1 outputs (0 = lm head, k = head k) to compute; None = all."""
+        """One hidden row; rows: which of the K+1 outputs (0 = lm head, k = head k); None = all."""
         h = np.ascontiguousarray(np.asarray(hidden_row, np.float32).reshape(1, -1))
         r = np.arange(self.n_heads + 1, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
         vals, ids = self.session.run(["values", "ids"], {"h": h, "rows": r})
         return ids, vals
+
+    def topk_rows(self, hidden: np.ndarray, head: int = 1) -> np.ndarray:
+        """Output `head`'s top-k ids [N, k] for each of N hidden rows [N, hidden]."""
+        h = np.ascontiguousarray(np.asarray(hidden, np.float32))
+        n = h.shape[0]
+        r = head * n + np.arange(n, dtype=np.int64)
+        _, ids = self.session.run(["values", "ids"], {"h": h, "rows": r})
+        return ids

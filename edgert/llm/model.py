@@ -31,6 +31,12 @@ class LlmOptions:
     # verified drafts give exactly the tokens plain steps of the same session give; it costs about
     # 0.8 ms (~6%) per SmolLM2 decode step here, so it is on only when speculation is asked for
     pad_attention: bool = False
+    # ort: run the step as two sessions split after this layer (ProPD early pruning; OrtStepOptions)
+    split_after: int | None = None
+    # ort: load the package's early-exit head, if it has one, and split the step after its layer, so
+    # that `generate(speculate="tree")` prunes tree nodes early (ProPD)
+    early_pruning: bool = False
+    prune_top_k: int = 10                # a node survives if its token is in its parent's early top-k
     verify_hashes: bool = True
     require_signature: bool = False
     public_key: bytes | None = None
@@ -89,11 +95,19 @@ class Llm:
         self._max_seq = max_seq
         # one spare slot: the ORT step's attention pad row is written one past the new tokens
         self.cache = KvCache(c.n_layers, c.n_kv_heads, c.head_dim, max_seq + 1)
+        self._early_head = None
+        split_after = options.split_after
+        if options.early_pruning and options.backend == "ort":
+            from edgert.llm.heads import read_heads
+            self._early_head = read_heads(weights, kind="early_exit")
+            if self._early_head is not None:
+                split_after = int(self._early_head.info["after_layer"])
         if options.backend == "ort":
             from edgert.llm.ort_step import OrtStep, OrtStepOptions
             self.step = OrtStep(weights, self.cache, OrtStepOptions(threads=options.threads,
                                                                     accuracy_level=options.accuracy_level,
-                                                                    pad_attention=options.pad_attention))
+                                                                    pad_attention=options.pad_attention,
+                                                                    split_after=split_after))
         elif options.backend == "numpy":
             from edgert.llm.numpy_step import NumpyStep
             self.step = NumpyStep(weights, self.cache)
@@ -103,6 +117,7 @@ class Llm:
         self.spec = None                 # the last generate's SpeculativeDecoder (its stats), if any
         self._chat = None
         self._heads_cache = None         # (heads top-k function, K) once --speculate tree has asked
+        self._early_fn = None
 
     # -- basics ----------------------------------------------------------------------------------
     @property
@@ -157,11 +172,13 @@ class Llm:
                  options: GenerateOptions | None = None, *, special: bool = False,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, stop: Sequence[str] | None = None,
-                 speculate: str = "none", max_nodes: int = 8, adaptive: bool = True) -> Iterator[Token]:
+                 speculate: str = "none", max_nodes: int = 8, adaptive: bool = True,
+                 prune: bool = True) -> Iterator[Token]:
         """Tokens of the continuation of `prompt` (text or ids), from a fresh context.  speculate:
         "lookup" (prompt n-grams) or "tree" (the package's draft heads) drafts up to max_nodes - 1
         tokens per step; adaptive (ProPD's dynamic tree size) picks how many each step, False always
-        drafts max_nodes - 1 (a static tree)."""
+        drafts max_nodes - 1 (a static tree).  prune: ProPD early pruning of tree nodes, when the model
+        was loaded with LlmOptions(early_pruning=True) and the package has an early-exit head."""
         from edgert.llm.tokenizer import StreamDecoder
 
         o = options or GenerateOptions()
@@ -184,7 +201,7 @@ class Llm:
         if not 1 <= max_nodes <= 64:
             raise InputError(f"max_nodes must be in 1..64, got {max_nodes}")
         return self._generate(ids, max_new, sampler, stops, o.stop_at_eog, StreamDecoder(self.tokenizer),
-                              speculate, max_nodes, adaptive)
+                              speculate, max_nodes, adaptive, prune)
 
     def _plain_tokens(self, first: int, sampler: Sampler) -> Iterator[int]:
         tok = first
@@ -197,7 +214,7 @@ class Llm:
             tok = sampler.sample(out.logits[0])
 
     def _generate(self, ids, max_new, sampler, stops, stop_at_eog, dec, speculate="none",
-                  max_nodes=8, adaptive=True) -> Iterator[Token]:
+                  max_nodes=8, adaptive=True, prune=True) -> Iterator[Token]:
         st = self.stats = GenerateStats(prompt_tokens=int(ids.size))
         self.spec = None
         self.reset()
@@ -213,8 +230,9 @@ class Llm:
             source = self._plain_tokens(first, sampler)
         else:
             from edgert.llm.speculate.decoder import SpeculativeDecoder
+            early = self._early_topk() if prune and speculate == "tree" else None
             self.spec = SpeculativeDecoder(self, self._drafter(speculate), max_nodes=max_nodes,
-                                           adaptive=adaptive)
+                                           adaptive=adaptive, early=early)
             source = self.spec.tokens(ids, first, sampler, out.hidden[-1])
         text, emitted = "", 0            # text so far; chars already handed out
         held = max((len(x) for x in stops), default=0)
@@ -256,6 +274,20 @@ class Llm:
         if speculate == "tree":
             return self._heads_drafter()
         raise InputError(f"unknown --speculate mode {speculate!r} (known: {', '.join(SPECULATE)})")
+
+    @property
+    def early_pruning(self) -> bool:
+        """Whether tree speculation can prune early (an early-exit head, and the step split for it)."""
+        return self._early_head is not None and getattr(self.step, "split_after", None) is not None
+
+    def _early_topk(self):
+        if not self.early_pruning:
+            return None
+        if self._early_fn is None:
+            from edgert.llm.heads_ort import OrtHeads
+            heads = OrtHeads(self.weights, self._early_head, self.options.prune_top_k)
+            self._early_fn = lambda tap: heads.topk_rows(tap, head=1)
+        return self._early_fn
 
     def _heads_drafter(self):
         """The package's draft heads as a tree drafter (built once; raises for a package without

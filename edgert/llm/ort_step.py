@@ -44,6 +44,10 @@ class OrtStepOptions:
     # near-ties -- a verified token tree must match plain decoding exactly.
     pad_attention: bool = False
     profile: str | None = None          # ORT profiler output prefix
+    # ProPD early pruning: run layers 0..split_after as one session ("early") and the rest as another
+    # ("late"), so that tree nodes can be dropped in between (OrtStep.run_early / run_late); the
+    # early session also outputs the final-normed residual stream after that layer ("tap")
+    split_after: int | None = None
 
 
 def _supported_bits(bits: int) -> int:
@@ -282,32 +286,53 @@ class OrtStep:
             raise BackendUnavailable("the ort LLM backend needs onnxruntime: pip install onnxruntime") from e
         self.ort, self.cfg, self.cache, self.weights = ort, weights.config, cache, weights
         self.opts = options or OrtStepOptions()
-        model, external = self._build(weights)
-        self.session, self._spill = make_session(model, external, weights, self.opts, "the LLM step")
+        n = self.cfg.n_layers
+        e = self.opts.split_after
+        if e is not None and not 0 <= e < n - 1:
+            raise InputError(f"split_after {e} must be in 0..{n - 2} (a layer before the last)")
+        self.split_after = e
         self._kv = [(ort.OrtValue.ortvalue_from_numpy(cache.k[i]), ort.OrtValue.ortvalue_from_numpy(cache.v[i]))
-                    for i in range(self.cfg.n_layers)]
-        self._io = self.session.io_binding()
-        for i, (kv_k, kv_v) in enumerate(self._kv):
-            self._io.bind_ortvalue_input(f"past_key_{i}", kv_k)
-            self._io.bind_ortvalue_input(f"past_value_{i}", kv_v)
-            self._io.bind_ortvalue_output(f"present_key_{i}", kv_k)
-            self._io.bind_ortvalue_output(f"present_value_{i}", kv_v)
+                    for i in range(n)]
+        self._parts = []          # (session, io binding, spill) per layer range
+        for lo, hi in ([(0, n)] if e is None else [(0, e + 1), (e + 1, n)]):
+            model, external = self._build(weights, lo, hi)
+            what = "the LLM step" if e is None else f"the LLM step (layers {lo}..{hi - 1})"
+            session, spill = make_session(model, external, weights, self.opts, what)
+            io = session.io_binding()
+            for i in range(lo, hi):
+                kv_k, kv_v = self._kv[i]
+                io.bind_ortvalue_input(f"past_key_{i}", kv_k)
+                io.bind_ortvalue_input(f"past_value_{i}", kv_v)
+                io.bind_ortvalue_output(f"present_key_{i}", kv_k)
+                io.bind_ortvalue_output(f"present_value_{i}", kv_v)
+            self._parts.append((session, io, spill))
+        self.session, self._io, self._spill = self._parts[-1]
         self._embd = weights["token_embd"]
         self._out_bufs: dict[tuple[int, int], tuple] = {}
 
-    def _build(self, w: LlmWeights):
+    def _build(self, w: LlmWeights, lo: int = 0, hi: int | None = None):
+        """Layers [lo, hi) as one graph: from `embeds` (lo = 0) or the residual stream of layer lo - 1
+        as `pending_in` + `resid_in` (the two addends, so the next layer's first op is the very
+        SkipSimplifiedLayerNormalization the whole graph would run); to logits + hidden (hi = all)
+        or `pending_out` + `resid_out` + `tap`."""
         c = self.cfg
+        hi = c.n_layers if hi is None else hi
         bld = _Builder(self.opts)
         b = bld.b
         h, eps = c.hidden, float(c.rms_eps)
-        b.input("embeds", "float32", ["M", h])
+        if lo == 0:
+            b.input("embeds", "float32", ["M", h])
+        else:
+            b.input("pending_in", "float32", ["M", h])
+            b.input("resid_in", "float32", ["M", h])
         b.input("position_ids", "int64", [1, "M"])
         b.input("seqlens_k", "int32", [1])
         b.input("total_len", "int32", [])
         b.input("attn_bias", "float32", [1, 1, "M", "T"])
-        b.input("rows", "int64", ["R"])
+        if hi == c.n_layers:
+            b.input("rows", "int64", ["R"])
         kv_shape = [1, c.n_kv_heads, self.cache.max_seq, c.head_dim]
-        for i in range(c.n_layers):
+        for i in range(lo, hi):
             b.input(f"past_key_{i}", "float32", kv_shape)
             b.input(f"past_value_{i}", "float32", kv_shape)
         rd = c.rope_dim or c.head_dim
@@ -326,7 +351,9 @@ class OrtStep:
                 b.initializer(nm, np.array([v], np.int64))
         x, resid = "embeds", None
         pending = None
-        for i in range(c.n_layers):
+        if lo > 0:
+            pending, resid = "pending_in", "resid_in"
+        for i in range(lo, hi):
             L = f"blk.{i}."
             gamma = bld.init(L + "attn_norm", w[L + "attn_norm"])
             if pending is None:
@@ -371,15 +398,23 @@ class OrtStep:
             act = bld.node("Mul", [bld.node("Mul", [gate, sg])[0], up])[0]
             pending = bld.linear(act, L + "ffn_down", [w[L + "ffn_down"]], c.ffn)
         gf = bld.init("output_norm", w["output_norm"])
-        bld.node("SkipSimplifiedLayerNormalization", [pending, resid, gf], ["hidden", "", "", ""],
-                 domain="com.microsoft", epsilon=eps)
-        sel = bld.node("Gather", ["hidden", "rows"], axis=0)[0]
-        head = w["token_embd"] if c.tied_embeddings else w["output"]
-        logits = bld.linear(sel, "lm_head", [head], h)
-        bld.node("Identity", [logits], ["logits"])
-        b.output("logits", "float32", ["R", c.vocab_size])
-        b.output("hidden", "float32", ["M", h])
-        for i in range(c.n_layers):
+        if hi < c.n_layers:
+            bld.node("Identity", [pending], ["pending_out"])
+            bld.node("Identity", [resid], ["resid_out"])
+            bld.node("SkipSimplifiedLayerNormalization", [pending, resid, gf], ["tap", "", "", ""],
+                     domain="com.microsoft", epsilon=eps)
+            for name in ("pending_out", "resid_out", "tap"):
+                b.output(name, "float32", ["M", h])
+        else:
+            bld.node("SkipSimplifiedLayerNormalization", [pending, resid, gf], ["hidden", "", "", ""],
+                     domain="com.microsoft", epsilon=eps)
+            sel = bld.node("Gather", ["hidden", "rows"], axis=0)[0]
+            head = w["token_embd"] if c.tied_embeddings else w["output"]
+            logits = bld.linear(sel, "lm_head", [head], h)
+            bld.node("Identity", [logits], ["logits"])
+            b.output("logits", "float32", ["R", c.vocab_size])
+            b.output("hidden", "float32", ["M", h])
+        for i in range(lo, hi):
             b.output(f"present_key_{i}", "float32", kv_shape)
             b.output(f"present_value_{i}", "float32", kv_shape)
         return b.to_bytes(), bld.external
@@ -395,7 +430,20 @@ class OrtStep:
                                    self.ort.OrtValue.ortvalue_from_numpy(hd))
         return self._out_bufs[key]
 
-    def run(self, inp: StepInput) -> StepOutput:
+    def _bind_attention(self, io, m: int, pad: int, L: int, pos: np.ndarray, mask: np.ndarray | None) -> None:
+        t = L + m + pad
+        bias = np.zeros((1, 1, m + pad, t), np.float32)
+        if mask is not None:
+            bias[0, 0, :m, L:L + m] = np.where(mask, np.float32(0), NEG_INF)
+        if pad:
+            bias[0, 0, :m, t - 1] = NEG_INF
+            pos = np.concatenate([pos, pos[-1:]])
+        io.bind_cpu_input("position_ids", pos.reshape(1, m + pad))
+        io.bind_cpu_input("seqlens_k", np.array([t - 1], np.int32))
+        io.bind_cpu_input("total_len", np.array(t, np.int32))
+        io.bind_cpu_input("attn_bias", bias)
+
+    def _begin(self, inp: StepInput):
         cache = self.cache
         L = cache.length
         ids, pos, mask, rows = inp.resolved(L)
@@ -407,24 +455,81 @@ class OrtStep:
         pad = 1 if self.opts.pad_attention else 0
         cache.check_room(m + pad)
         cache.begin(m)
-        t = L + m + pad
         embeds = self._embd.dequantize(ids) if isinstance(self._embd, BlockQuant) else \
             np.asarray(self._embd[ids], np.float32)
-        bias = np.zeros((1, 1, m + pad, t), np.float32)
-        if mask is not None:
-            bias[0, 0, :m, L:L + m] = np.where(mask, np.float32(0), NEG_INF)
-        if pad:
-            bias[0, 0, :m, t - 1] = NEG_INF
-            pos = np.concatenate([pos, pos[-1:]])
+        return L, ids, pos, mask, rows, m, pad, np.ascontiguousarray(embeds, np.float32)
+
+    def _last(self, L: int, m: int, pad: int, pos, mask, rows, feeds: dict[str, np.ndarray]) -> StepOutput:
+        """The last (or only) session: logits for `rows`, hidden states for all m rows."""
         io = self._io
-        io.bind_cpu_input("embeds", np.ascontiguousarray(embeds, np.float32))
-        io.bind_cpu_input("position_ids", pos.reshape(1, m + pad))
-        io.bind_cpu_input("seqlens_k", np.array([t - 1], np.int32))
-        io.bind_cpu_input("total_len", np.array(t, np.int32))
-        io.bind_cpu_input("attn_bias", bias)
+        for name, arr in feeds.items():
+            io.bind_cpu_input(name, arr)
+        self._bind_attention(io, m, pad, L, pos, mask)
         io.bind_cpu_input("rows", rows)
         lg, hd, lg_v, hd_v = self._outputs(m, rows.size)
         io.bind_ortvalue_output("logits", lg_v)
         io.bind_ortvalue_output("hidden", hd_v)
         self.session.run_with_iobinding(io)
         return StepOutput(lg.copy(), hd.copy())
+
+    def run(self, inp: StepInput) -> StepOutput:
+        if self.split_after is None:
+            L, ids, pos, mask, rows, m, pad, embeds = self._begin(inp)
+            return self._last(L, m, pad, pos, mask, rows, {"embeds": embeds})
+        return self.run_late(self.run_early(inp))
+
+    # -- split step (ProPD early pruning) -------------------------------------------------------
+    def run_early(self, inp: StepInput) -> "EarlyState":
+        """Layers 0..split_after for every node; returns what run_late needs and `tap`, the
+        final-normed residual stream after layer split_after (the early-exit head's input)."""
+        if self.split_after is None:
+            raise InputError("run_early needs OrtStepOptions.split_after")
+        L, ids, pos, mask, rows, m, pad, embeds = self._begin(inp)
+        session, io, _ = self._parts[0]
+        io.bind_cpu_input("embeds", embeds)
+        self._bind_attention(io, m, pad, L, pos, mask)
+        outs = {}
+        for name in ("pending_out", "resid_out", "tap"):
+            a = np.empty((m, self.cfg.hidden), np.float32)
+            io.bind_ortvalue_output(name, self.ort.OrtValue.ortvalue_from_numpy(a))
+            outs[name] = a
+        session.run_with_iobinding(io)
+        return EarlyState(L, m, pad, pos, mask, rows, outs["pending_out"], outs["resid_out"], outs["tap"])
+
+    def run_late(self, st: "EarlyState", keep: np.ndarray | None = None, rows: np.ndarray | None = None
+                 ) -> StepOutput:
+        """The remaining layers for the nodes `keep` (increasing indices into the step's nodes from
+        0; None = all).  The kept nodes' late-layer K/V go to consecutive slots from the cache length
+        (KvCache.commit's `late`).  rows: logits rows as indices into the kept nodes (None: the
+        StepInput's rows when nothing was dropped, else every kept node)."""
+        if keep is None:
+            keep = np.arange(st.m)
+        keep = np.asarray(keep, np.int64)
+        if keep.size == 0 or keep[0] != 0 or (np.diff(keep) <= 0).any() or keep[-1] >= st.m:
+            raise ValueError(f"keep {keep.tolist()} must be increasing node indices from 0 below {st.m}")
+        m = keep.size
+        full = m == st.m
+        pos = st.pos if full else st.pos[keep]
+        mask = st.mask if (full or st.mask is None) else st.mask[np.ix_(keep, keep)]
+        if rows is None:
+            rows = st.rows if full else np.arange(m, dtype=np.int64)
+        rows = np.asarray(rows, np.int64)
+        if rows.size and rows.max() >= m:
+            raise ValueError(f"logits rows {rows.tolist()} beyond the {m} kept nodes")
+        feeds = {"pending_in": st.pending if full else np.ascontiguousarray(st.pending[keep]),
+                 "resid_in": st.resid if full else np.ascontiguousarray(st.resid[keep])}
+        return self._last(st.length, m, st.pad, pos, mask, rows, feeds)
+
+
+@dataclass
+class EarlyState:
+    """What OrtStep.run_early leaves for run_late."""
+    length: int                       # the cache length when the step began
+    m: int
+    pad: int
+    pos: np.ndarray
+    mask: np.ndarray | None
+    rows: np.ndarray
+    pending: np.ndarray               # [m, hidden] the two addends of the residual stream
+    resid: np.ndarray
+    tap: np.ndarray                   # [m, hidden] final-normed residual stream after split_after

@@ -215,3 +215,31 @@ def test_cli_tree_speculation_and_bad_heads(trained, tmp_path):
     bad.write_bytes(with_section(spec, HEADS_SECTION, json.dumps(rec).encode()))
     assert_one_line_error(invoke("generate", bad, "x", "--speculate", "tree"))
     assert_one_line_error(invoke("bench-llm", trained["pkg"], "--speculate", "tree"), "draft heads")
+
+
+def test_early_exit_head_trains_stores_and_prunes(trained, tmp_path):
+    """An early-exit head (ProPD) is trained on the tap after its layer, stored beside the draft
+    heads, read back, and used: tree speculation with early pruning stays plain greedy."""
+    from converters.llm_heads.early import train_early_exit
+    from converters.llm_heads.store import store_heads
+    from converters.llm_heads.train import TrainOptions
+    from tests.cli_helpers import invoke
+
+    early = train_early_exit(trained["pkg"], CORPUS[:6000], CORPUS[6000:9000], None, TrainOptions(steps=30),
+                             window=64, positions=2048, threads=1)
+    assert early["after_layer"] == 0 and set(early["report"]["heldout_recall"]) == {"1", "3", "5", "10"}
+    out = tmp_path / "tiny-spec-ee.pkg"
+    store_heads(trained["out"], out, None, early=early)
+    assert read_heads(out).n_heads == N_HEADS                               # the draft heads kept
+    ee = read_heads(out, kind="early_exit")
+    assert ee.n_heads == 1 and ee.info["after_layer"] == 0
+    np.testing.assert_allclose(ee.w, early["w"], atol=float(np.abs(early["w"]).max()) / 100 + 1e-7)
+    for prompt in ("the cat sat on the", "and the dog ran in"):
+        res = json.loads(invoke("generate", out, prompt, "--max-tokens", 24, "--speculate", "tree",
+                                "--tree-size", "static", "--json").output)
+        plain = json.loads(invoke("generate", out, prompt, "--max-tokens", 24, "--json").output)
+        assert res["tokens"] == plain["tokens"] and res["early_pruning"] is True
+        assert 0 <= res["pruned_early"] <= sum(n - 1 for n in res["tree_sizes"])
+    res = json.loads(invoke("generate", out, "the cat sat on the", "--max-tokens", 8, "--speculate", "tree",
+                            "--no-prune", "--json").output)
+    assert res["early_pruning"] is False and res["pruned_early"] == 0

@@ -120,7 +120,7 @@ class OracleDrafter(HeadsDrafter):
         return self.levels
 
 
-def oracle_tree_generate(llm, prompt, n_new, truth, seed, adaptive=False):
+def oracle_tree_generate(llm, prompt, n_new, truth, seed, adaptive=False, drafter=None, early=None):
     """Greedy generation with the oracle drafter through the real decoder loop (static trees)."""
     from edgert.llm.sampling import Sampler, SamplingOptions
     from edgert.llm.speculate.decoder import SpeculativeDecoder
@@ -132,8 +132,8 @@ def oracle_tree_generate(llm, prompt, n_new, truth, seed, adaptive=False):
     llm.cache.commit()
     sampler = Sampler(SamplingOptions())
     first = sampler.sample(out.logits[0])
-    dec = SpeculativeDecoder(llm, OracleDrafter(truth, llm.config.vocab_size, seed), max_nodes=8,
-                             adaptive=adaptive)
+    dec = SpeculativeDecoder(llm, drafter or OracleDrafter(truth, llm.config.vocab_size, seed), max_nodes=8,
+                             adaptive=adaptive, early=early)
     got = []
     for t in dec.tokens(ids, first, sampler, out.hidden[-1]):
         got.append(t)
@@ -175,3 +175,84 @@ def test_tree_speculation_is_plain_greedy_on_smollm2(smollm2_pkg, greedy_golden)
         accepted += sum(st.accepted_per_step)
         carried += st.carried
     assert accepted > 0 and carried > 0
+
+
+def test_prune_tree_cuts_subtrees_outside_the_early_top_k():
+    from edgert.llm.speculate.prune import parents_with_children, prune_tree
+
+    t = DraftTree(root=1)
+    t.add(2, 0)          # 1
+    t.add(3, 1)          # 2
+    t.add(4, 2)          # 3
+    t.add(7, 0)          # 4: sibling of 1
+    t.add(8, 4)          # 5: under the sibling
+    assert parents_with_children(t).tolist() == [0, 1, 2, 4]
+    top = {0: np.array([2, 7]), 1: np.array([9]), 2: np.array([4]), 4: np.array([8])}
+    keep, sub = prune_tree(t, top)
+    assert keep.tolist() == [0, 1, 4, 5]          # node 2 cut (3 not in node 1's top-k), and with it 3
+    assert sub.tokens == [2, 7, 8] and sub.parents == [0, 0, 2]
+    assert sub.chain_length() == 1
+
+
+def test_cache_commit_with_late_layers_at_other_slots():
+    from edgert.llm.cache import KvCache
+
+    c = KvCache(n_layers=4, n_kv_heads=1, head_dim=2, max_seq=16)
+    c.begin(5)
+    for i in range(4):
+        c.k[i][0, 0, :5, 0] = np.arange(5) + 10 * i      # early layers: 5 nodes; late ones: 3 (compacted)
+    c.commit([0, 2, 4], late=(2, [0, 1, 2]))
+    assert c.length == 3
+    assert c.k[0][0, 0, :3, 0].tolist() == [0, 2, 4] and c.k[1][0, 0, :3, 0].tolist() == [10, 12, 14]
+    assert c.k[2][0, 0, :3, 0].tolist() == [20, 21, 22] and c.k[3][0, 0, :3, 0].tolist() == [30, 31, 32]
+
+
+def test_split_step_is_the_whole_step(tiny_llm_pkg):
+    """Two sessions (layers 0..e, e+1..) give bit-identical logits to the one-session step, plain
+    and for a tree's first path after early pruning dropped nodes."""
+    from edgert.llm import load_llm
+
+    one = load_llm(tiny_llm_pkg, max_seq=128, pad_attention=True)
+    two = load_llm(tiny_llm_pkg, max_seq=128, pad_attention=True, split_after=0)
+    rng = np.random.default_rng(3)
+    prompt = rng.integers(3, 299, 12).tolist()
+    a = [t.id for t in one.generate(prompt, 24) if t.id >= 0]
+    b = [t.id for t in two.generate(prompt, 24) if t.id >= 0]
+    assert a == b
+    np.testing.assert_array_equal(one.logits(prompt), two.logits(prompt))
+
+
+@pytest.mark.parametrize("acc", [1, 4])
+def test_early_pruned_tree_speculation_is_plain_greedy(tiny_llm_pkg, acc):
+    """Pruned trees (random early top-k: most drafted nodes cut, some kept) still give exactly the
+    plain greedy tokens, and the late layers' K/V land where later steps read them."""
+    from edgert.llm import load_llm
+
+    llm = load_llm(tiny_llm_pkg, max_seq=256, pad_attention=True, split_after=0, accuracy_level=acc)
+    rng = np.random.default_rng(2)
+    pruned = accepted = 0
+    for trial in range(4):
+        prompt = rng.integers(3, 299, 10).tolist()
+        plain = [t.id for t in llm.generate(prompt, 40) if t.id >= 0]
+        truth = prompt + plain
+        drafter = OracleDrafter(truth, llm.config.vocab_size, seed=trial, p0=0.7, p1=0.2)
+        keep_rng = np.random.default_rng(trial)
+
+        def early(tap):   # random top-k rows, plus each drafted candidate with probability 0.8
+            ids = []
+            for _ in range(tap.shape[0]):
+                row = [int(x) for x in keep_rng.integers(0, llm.config.vocab_size, 3)]
+                ids.append(row)
+            return _early_with_truth(drafter, np.array(ids), keep_rng)
+        got, stats = oracle_tree_generate(llm, prompt, len(plain), truth, trial, drafter=drafter, early=early)
+        assert got == plain
+        pruned += stats.pruned_early
+        accepted += sum(stats.accepted_per_step)
+    assert pruned > 0 and accepted > 0
+
+
+def _early_with_truth(drafter, ids, rng):
+    """Add every level's drafted candidates to the early top-k rows with probability 0.8 each, so
+    that pruning keeps some nodes (true ones among them) and cuts others."""
+    extra = [int(c) for _, cands in drafter.levels for c in cands if rng.random() < 0.8]
+    return [set(row.tolist()) | set(extra) for row in ids]

@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from edgert.llm.sampling import Sampler
+from edgert.llm.speculate.prune import parents_with_children, prune_tree
 from edgert.llm.speculate.verify import accept_greedy_chain, accept_sampled
 from edgert.llm.step import StepInput
 
@@ -98,8 +99,11 @@ class Budget:
 
 
 class SpeculativeDecoder:
-    def __init__(self, llm, drafter, max_nodes: int = 8, adaptive: bool = True):
+    def __init__(self, llm, drafter, max_nodes: int = 8, adaptive: bool = True, early=None):
+        """early: ProPD early pruning, a function from tap rows [N, hidden] to the early-exit head's
+        top-k ids [N, k] (llm.step must be split: OrtStep.run_early / run_late); None = off."""
         self.llm, self.drafter, self.max_nodes, self.adaptive = llm, drafter, max_nodes, adaptive
+        self.early = early
         self.budget = Budget(max_nodes)
         self.stats = SpecStats()
 
@@ -134,13 +138,16 @@ class SpeculativeDecoder:
             # greedy reads only the first path's logits: the lm head (the costliest part of a step on a
             # CPU) runs on those rows, not on every node
             rows = np.arange(tree.chain_length() + 1) if greedy else None
+            inp = StepInput(tree.ids(), positions=cache.length + tree.depths(), mask=tree.mask(), logits_rows=rows)
             t0 = time.perf_counter()
-            out = llm.step.run(StepInput(tree.ids(), positions=cache.length + tree.depths(), mask=tree.mask(),
-                                         logits_rows=rows))
+            if self.early is not None and tree.size > 1:
+                out, verdict = self._pruned_step(tree, inp, greedy, sampler)
+            else:
+                out = llm.step.run(inp)
+                verdict = accept_greedy_chain(tree, out.logits, rows) if greedy else \
+                    accept_sampled(tree, out.logits, sampler)
+                cache.commit(verdict.path)
             self.budget.observe_time(tree.size, time.perf_counter() - t0)
-            verdict = accept_greedy_chain(tree, out.logits, rows) if greedy else \
-                accept_sampled(tree, out.logits, sampler)
-            cache.commit(verdict.path)
             if heads:
                 self.drafter.observe(verdict.tokens, drafted=tree.size > 1)
                 if verdict.carry is not None:
@@ -159,6 +166,24 @@ class SpeculativeDecoder:
                 context.append(t)
                 yield t
             root = verdict.tokens[-1]
+
+    def _pruned_step(self, tree, inp: StepInput, greedy: bool, sampler):
+        """Layers 0..e for every node, the early-exit head on every parent, the rest of the layers
+        for the nodes that survive; acceptance on the surviving tree (its rows come back compacted,
+        so the returned verdict's indices -- path, carry -- index `out.hidden`)."""
+        step, cache = self.llm.step, self.llm.cache
+        est = step.run_early(inp)
+        par = parents_with_children(tree)
+        top = self.early(est.tap[par])
+        keep, sub = prune_tree(tree, {int(p): top[j] for j, p in enumerate(par)})
+        self.stats.pruned_early += tree.size - keep.size
+        chain = int(np.count_nonzero((keep >= 1) & (keep <= tree.chain_length())))
+        rows = np.arange(chain + 1) if greedy else None
+        out = step.run_late(est, keep, rows)
+        verdict = accept_greedy_chain(sub, out.logits, rows, chain=chain) if greedy else \
+            accept_sampled(sub, out.logits, sampler)
+        cache.commit(keep[verdict.path], late=(step.split_after + 1, verdict.path))
+        return out, verdict
 
     def drafter_depth(self, context: list[int]) -> int:
         """How deep a draft could go now (the drafter's own limit)."""

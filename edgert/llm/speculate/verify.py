@@ -45,15 +45,18 @@ def accept_greedy(tree: DraftTree, logits: np.ndarray) -> Verdict:
         node = kid
 
 
-def accept_greedy_chain(tree: DraftTree, logits: np.ndarray, rows: np.ndarray | None = None) -> Verdict:
+def accept_greedy_chain(tree: DraftTree, logits: np.ndarray, rows: np.ndarray | None = None,
+                        chain: int | None = None) -> Verdict:
     """Greedy acceptance along the tree's first path only (DraftTree.chain_length): those nodes sit in
     consecutive cache slots, so on the int8 fast path their logits are bit-identical to plain decoding;
     a node on another branch attends in another slot order and its logits may differ slightly.  At
     the first mismatch the bonus token comes from an exact row; if a sibling there was drafted with
     it, its index is returned as `carry` (its row already holds the next prediction; nothing of it
-    is kept).  `rows`: the node index of each logits row (None = every node, in order)."""
+    is kept).  `rows`: the node index of each logits row (None = every node, in order).  `chain`:
+    how many nodes count as the first path (default DraftTree.chain_length(); an early-pruned tree
+    passes the first path's surviving length, since a sibling moved up behind it is not exact)."""
     where = {int(n): i for i, n in enumerate(range(tree.size) if rows is None else rows)}
-    chain = tree.chain_length()
+    chain = tree.chain_length() if chain is None else min(chain, tree.chain_length())
     node, tokens = 0, []
     while True:
         nxt = int(np.argmax(logits[where[node]]))
