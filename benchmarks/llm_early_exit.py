@@ -7,7 +7,8 @@ the whole step, timed in the same process).  A layer is good when its top-k alre
 model's token (so pruning by it rarely cuts a node that would have been accepted) while little of
 the step has been spent (so a pruned node saves most of its cost).
 
-    python benchmarks/llm_early_exit.py [--layers 3,6,9,12,15] [--minutes 2] [--threads 2] [--json out.json]
+    python benchmarks/llm_early_exit.py [--layers 4,8,12,16,20] [--minutes 2] [--source continue|corpus]
+                                        [--threads 2] [--json out.json]
 """
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def main() -> int:
     ap.add_argument("--layers", default="3,6,9,12,15")
     ap.add_argument("--minutes", type=float, default=2.0, help="training budget per layer")
     ap.add_argument("--positions", type=int, default=16384)
+    ap.add_argument("--source", choices=("continue", "corpus"), default="continue",
+                    help="rows from the model's own continuations of text prompts, or teacher-forced text")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gguf", default=None)
     ap.add_argument("--json", type=Path)
@@ -73,15 +76,16 @@ def main() -> int:
     text = pydoc_text()
     train_text, held_text = text[20000:220000], text[260000:300000]     # apart from each other
     info = machine_info(args.threads)
-    res = {"machine": info, "layers": {}}
+    res = {"machine": info, "source": args.source, "layers": {}}
     with tempfile.TemporaryDirectory() as d:
         pkg = Path(d) / "smol.pkg"
         convert_gguf(L.smollm2_gguf(args.gguf), pkg)
         for e in [int(x) for x in args.layers.split(",")]:
             llm = load_llm(pkg, LlmOptions(threads=args.threads, split_after=e, pad_attention=True))
             cost = split_cost(llm)
-            tr = distill_early(llm, train_text, DistillOptions(n_heads=1, max_positions=args.positions))
-            ho = distill_early(llm, held_text, DistillOptions(n_heads=1, max_positions=4096))
+            tr = distill_early(llm, train_text, DistillOptions(n_heads=1, max_positions=args.positions,
+                                                               source=args.source))
+            ho = distill_early(llm, held_text, DistillOptions(n_heads=1, max_positions=4096, source=args.source))
             emb = llm.weights.matrix("token_embd")
             llm.close()
             params, rep = train_heads(tr, emb, TrainOptions(minutes=args.minutes, seed=0))
@@ -94,7 +98,8 @@ def main() -> int:
             print(f"layer {e}: recall {rec} (untrained {base}); early part {cost['early_ms']:.2f} of "
                   f"{cost['step_ms']:.2f} ms", file=sys.stderr, flush=True)
     print(f"# early-exit head placement, SmolLM2-135M Q4_1 ({info['cpu_model']}, {' '.join(info['simd'])}, "
-          f"{args.threads} threads; {args.minutes:g} min training per layer, held-out pydoc text)\n")
+          f"{args.threads} threads; {args.minutes:g} min training per layer; rows: {args.source}, "
+          f"held-out part of the pydoc text)\n")
     print("| after layer | held-out recall top-1 / 3 / 5 / 10 | untrained (logit lens) top-10 | early part ms "
           "/ whole step ms (M=4) | share of the step a pruned node still costs |")
     print("|---|---|---|---|---|")

@@ -20,7 +20,11 @@ import click
               help="training-loop budget")
 @click.option("--positions", type=click.IntRange(64), default=32768, show_default=True,
               help="training rows (hidden states) to collect")
-@click.option("--window", type=click.IntRange(8, 8192), default=256, show_default=True)
+@click.option("--window", type=click.IntRange(8, 8192), default=256, show_default=True,
+              help="--source corpus: tokens per window")
+@click.option("--source", type=click.Choice(["continue", "corpus"]), default="continue", show_default=True,
+              help="continue: the model continues prompts cut from the corpus and the heads learn its own "
+                   "greedy choices on its own text; corpus: teacher-forced on the corpus text (faster)")
 @click.option("--holdout", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
               help="fraction of the corpus (its tail) held out for the accuracy report")
 @click.option("--early-exit-layer", type=int, default=None,
@@ -32,7 +36,7 @@ import click
 @click.option("--threads", type=click.IntRange(0, 256), default=0, help="0 = all cores")
 @click.option("--json", "as_json", is_flag=True)
 def train_heads(package: Path, corpus: Path, output: Path, n_heads: int, steps: int | None, minutes: float,
-                positions: int, window: int, holdout: float, early_exit_layer: int | None, early_exit_minutes: float,
+                positions: int, window: int, source: str, holdout: float, early_exit_layer: int | None, early_exit_minutes: float,
                 seed: int, threads: int, as_json: bool) -> None:
     """Train draft heads for PACKAGE on --corpus and write them, with the model, to -o."""
     from edgert.errors import InputError
@@ -51,10 +55,10 @@ def train_heads(package: Path, corpus: Path, output: Path, n_heads: int, steps: 
     train_text, held_text = split_corpus(text, holdout)
     llm = load_llm(package, LlmOptions(threads=threads))
     try:
-        d_opts = DistillOptions(n_heads=n_heads, window=window, max_positions=positions)
-        say(f"distilling {package.name} on {corpus.name} ...")
+        d_opts = DistillOptions(n_heads=n_heads, window=window, max_positions=positions, source=source)
+        say(f"distilling {package.name} on {corpus.name} ({source}) ...")
         train = distill(llm, train_text, d_opts)
-        held = distill(llm, held_text, DistillOptions(n_heads=n_heads, window=window,
+        held = distill(llm, held_text, DistillOptions(n_heads=n_heads, window=window, source=source,
                                                       max_positions=max(64, positions // 8)))
         embedding = llm.weights.matrix("token_embd")
     finally:
@@ -66,14 +70,15 @@ def train_heads(package: Path, corpus: Path, output: Path, n_heads: int, steps: 
 
     heads, report = fit(train, embedding, TrainOptions(steps=steps, minutes=minutes, seed=seed),
                         heldout=held, progress=progress)
-    info = {"corpus": corpus.name, "train_rows": train.n, "heldout_rows": held.n, "window": window,
+    info = {"corpus": corpus.name, "source": source, "train_rows": train.n, "heldout_rows": held.n, "window": window,
             "seed": seed, **report.to_json()}
     early = None
     if early_exit_layer != -1:
         from converters.llm_heads.early import train_early_exit
         say("training the early-exit head ...")
         early = train_early_exit(package, train_text, held_text, early_exit_layer, TrainOptions(
-            steps=steps, minutes=early_exit_minutes, seed=seed), window=window, positions=positions, threads=threads)
+            steps=steps, minutes=early_exit_minutes, seed=seed), window=window, positions=positions, threads=threads,
+            source=source)
         info["early_exit"] = {k: v for k, v in early["report"].items() if k != "losses"}
     wrote = store_heads(package, output, heads, info, early=early)
     total = time.perf_counter() - t0
