@@ -14,7 +14,7 @@ llama.cpp runs in its own process (its OpenMP threads and ORT's must not share o
 alternate per prompt, so load drift hits them alike.
 
     python benchmarks/llm_speculative.py [--heads smol-spec.pkg] [--threads 2] [--new-tokens 128]
-                                         [--quick] [--json out.json]
+                                         [--rounds 3] [--quick] [--json out.json]
 """
 from __future__ import annotations
 
@@ -115,6 +115,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating runs per prompt (median)")
     ap.add_argument("--quick", action="store_true", help="6 prompts")
     ap.add_argument("--gguf", default=None)
     ap.add_argument("--heads", default=None, help="a package of the same GGUF with draft heads "
@@ -166,13 +167,27 @@ def main() -> int:
             return split if mode[3] else llm
         for m in [("none", "none", True, False)] + modes:         # warm-up (and build the drafters)
             edgert_run(engine(m), prompts[0]["ids"], 16, m[1], m[2], m[3])
-        for p in prompts:
-            plain, r_plain, _ = edgert_run(llm, p["ids"], args.new_tokens, "none")
-            row = {"llama_cpp": llama.get(p["name"]) if llama else None, "plain": r_plain}
-            for m in modes:
-                got, rate, st = edgert_run(engine(m), p["ids"], args.new_tokens, m[1], m[2], m[3])
-                row[m[0]] = {"tok_s": rate, "identical": got == plain, **st}
-            res["prompts"][p["name"]] = row
+        # every round runs plain and each mode back to back on each prompt, so drift hits them alike;
+        # a prompt's figure is the median over rounds (static trees, far slower, run in round 0 only)
+        rates: dict = {}
+        for rnd in range(args.rounds):
+            for p in prompts:
+                plain, r_plain, _ = edgert_run(llm, p["ids"], args.new_tokens, "none")
+                row = res["prompts"].setdefault(p["name"], {"llama_cpp": llama.get(p["name"]) if llama else None})
+                rates.setdefault((p["name"], "plain"), []).append(r_plain)
+                for m in modes:
+                    if rnd and not m[2]:
+                        continue
+                    got, rate, st = edgert_run(engine(m), p["ids"], args.new_tokens, m[1], m[2], m[3])
+                    rates.setdefault((p["name"], m[0]), []).append(rate)
+                    prev = row.get(m[0], {"identical": True})
+                    row[m[0]] = {**st, "identical": prev["identical"] and got == plain}
+        for (name, label), v in rates.items():
+            row = res["prompts"][name]
+            if label == "plain":
+                row["plain"], row["plain_runs"] = statistics.median(v), v
+            else:
+                row[label].update(tok_s=statistics.median(v), runs=v)
         res["step_curve_ms"] = step_curve(llm)
     rows = res["prompts"]
 
@@ -180,7 +195,8 @@ def main() -> int:
         v = [x for x in vals if x]
         return statistics.median(v) if v else float("nan")
 
-    print(f"# speculative decoding, SmolLM2-135M Q4_1, {args.new_tokens} new tokens, greedy: "
+    print(f"# speculative decoding, SmolLM2-135M Q4_1, {args.new_tokens} new tokens, greedy, median of "
+          f"{args.rounds} alternating rounds (static trees: 1): "
           f"{info['cpu_model']}, {info['usable_cpus']} cpus, {' '.join(info['simd'])}, {args.threads} threads, "
           f"onnxruntime {info['onnxruntime']}, llama-cpp-python {L.llama_cpp_version() or 'not installed'}\n")
     head = ["prompt", "llama.cpp plain tok/s", "edgert plain"] + [m[0] for m in modes] + \

@@ -76,4 +76,13 @@ edgert convert "$GGUF" -o "$OUT/smol.pkg" --quiet
 edgert generate "$OUT/smol.pkg" "The lighthouse keeper" --max-tokens 40
 echo "What is the capital of France?" | edgert chat "$OUT/smol.pkg" --max-tokens 40
 edgert bench-llm "$OUT/smol.pkg" --prompt-tokens 64 --new-tokens 64 --runs 1
+echo "== speculative decoding: prompt lookup, then draft heads + early-exit head (a 1-minute training"
+echo "   budget for the demo; real heads take --minutes 25) and token trees with early pruning"
+edgert generate "$OUT/smol.pkg" "Repeat this list exactly: apples, pears, plums, cherries, apples, pears." \
+    --max-tokens 24 --speculate lookup --json
+python -c "from pydoc_data.topics import topics; print('\n\n'.join(topics[k] for k in sorted(topics)))" \
+    > "$OUT/corpus.txt"
+edgert train-heads "$OUT/smol.pkg" --corpus "$OUT/corpus.txt" -o "$OUT/smol-spec.pkg" --heads 3 --minutes 0.5 \
+    --positions 512 --early-exit-minutes 0.3
+edgert generate "$OUT/smol-spec.pkg" "Explain BEV perception." --chat --max-tokens 32 --speculate tree --json
 echo "demo done: outputs in $OUT/ (the annotated OCR video is $OUT/ocr-annotated.mp4)"

@@ -95,8 +95,12 @@ def recall_at(params, embedding: np.ndarray, data: DistillData, ks=(1, 3, 5, 10)
 
 
 def default_layer(n_layers: int) -> int:
-    """Where the early-exit head goes unless told: a third of the way in (benchmarks/llm_early_exit.py)."""
-    return max(0, min(n_layers - 2, round(n_layers / 3) - 1))
+    """Where the early-exit head goes unless told: after 15% of the layers (layer 4 of SmolLM2's 30).
+    Measured with benchmarks/llm_early_exit.py on SmolLM2: held-out top-10 recall of the model's
+    next token grows slowly with depth (0.59 after layer 4, 0.61 after 8, 0.65 after 12, 0.69 after
+    16) while the share of a step a pruned node still costs grows linearly ((e + 1) / 30), and a
+    drafted node is far more often wrong than right -- so an early layer prunes most for least."""
+    return max(0, min(n_layers - 2, round(n_layers * 0.15)))
 
 
 def train_early_exit(package, train_text: str, held_text: str, layer: int | None, options=None, *,

@@ -29,7 +29,7 @@ import click
               help="fraction of the corpus (its tail) held out for the accuracy report")
 @click.option("--early-exit-layer", type=int, default=None,
               help="layer after which the early-exit head (ProPD early pruning) reads the residual stream "
-                   "(default: a third of the way in, chosen by benchmarks/llm_early_exit.py); -1 = no head")
+                   "(default: after 15% of the layers, chosen by benchmarks/llm_early_exit.py); -1 = no head")
 @click.option("--early-exit-minutes", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
               help="training budget of the early-exit head")
 @click.option("--seed", type=int, default=0, show_default=True)

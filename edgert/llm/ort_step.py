@@ -44,9 +44,9 @@ class OrtStepOptions:
     # near-ties -- a verified token tree must match plain decoding exactly.
     pad_attention: bool = False
     profile: str | None = None          # ORT profiler output prefix
-    # ProPD early pruning: run layers 0..split_after as one session ("early") and the rest as another
-    # ("late"), so that tree nodes can be dropped in between (OrtStep.run_early / run_late); the
-    # early session also outputs the final-normed residual stream after that layer ("tap")
+    # ProPD early pruning: also build layers 0..split_after as one session ("early") and the rest as
+    # another ("late"), so that tree nodes can be dropped in between (OrtStep.run_early / run_late);
+    # the early session also outputs the final-normed residual stream after that layer ("tap")
     split_after: int | None = None
 
 
@@ -246,7 +246,8 @@ def _concat_rows(parts: list[np.ndarray]) -> np.ndarray:
 def make_session(model: bytes, external: dict[str, np.ndarray], weights: LlmWeights, opts: OrtStepOptions,
                  what: str, spin: bool = True):
     """An ORT CPU session for a graph built by _Builder: arrays made at load (not views of the package
-    file) go to a file-backed spill mapping, and file pages are dropped while ORT prepacks.
+    file) go to a file-backed spill mapping (replacing them in `external`), and file pages are
+    dropped while ORT prepacks.
     spin=False: its worker threads block instead of spinning when idle.
     Returns (session, spill); keep the spill alive as long as the session."""
     import onnxruntime as ort
@@ -263,7 +264,7 @@ def make_session(model: bytes, external: dict[str, np.ndarray], weights: LlmWeig
     if opts.profile:
         so.enable_profiling, so.profile_file_prefix = True, opts.profile
     spill = _SpillFile({n: a for n, a in external.items() if not _is_file_view(a)})
-    external = dict(external, **spill.views)
+    external.update(spill.views)       # in place: the caller's anonymous copies are dropped now
     names = list(external)
     values = [ort.OrtValue.ortvalue_from_numpy(external[n]) for n in names]
     so.add_external_initializers(names, values)
@@ -293,11 +294,17 @@ class OrtStep:
         self.split_after = e
         self._kv = [(ort.OrtValue.ortvalue_from_numpy(cache.k[i]), ort.OrtValue.ortvalue_from_numpy(cache.v[i]))
                     for i in range(n)]
+        # one session for the whole step (every plain step), and when split, two more for layers
+        # 0..e and e+1.. (tree steps that prune).  The split sessions' idle workers do not spin, so
+        # they leave the cores to the whole-step session's, which run nearly every step.  (ORT's
+        # per-session pools spin-wait after a run; two spinning pools on two cores halved the
+        # speed of split plain steps, measured.)  The price is a second prepacked copy of the weights.
         self._parts = []          # (session, io binding, spill) per layer range
-        for lo, hi in ([(0, n)] if e is None else [(0, e + 1), (e + 1, n)]):
+        for lo, hi in ([(0, n)] if e is None else [(0, n), (0, e + 1), (e + 1, n)]):
             model, external = self._build(weights, lo, hi)
-            what = "the LLM step" if e is None else f"the LLM step (layers {lo}..{hi - 1})"
-            session, spill = make_session(model, external, weights, self.opts, what)
+            what = "the LLM step" if (lo, hi) == (0, n) else f"the LLM step (layers {lo}..{hi - 1})"
+            session, spill = make_session(model, external, weights, self.opts, what, spin=(lo, hi) == (0, n))
+            del model, external
             io = session.io_binding()
             for i in range(lo, hi):
                 kv_k, kv_v = self._kv[i]
@@ -306,7 +313,7 @@ class OrtStep:
                 io.bind_ortvalue_output(f"present_key_{i}", kv_k)
                 io.bind_ortvalue_output(f"present_value_{i}", kv_v)
             self._parts.append((session, io, spill))
-        self.session, self._io, self._spill = self._parts[-1]
+        self.session, self._io, self._spill = self._parts[0]
         self._embd = weights["token_embd"]
         self._out_bufs: dict[tuple[int, int], tuple] = {}
 
@@ -459,9 +466,9 @@ class OrtStep:
             np.asarray(self._embd[ids], np.float32)
         return L, ids, pos, mask, rows, m, pad, np.ascontiguousarray(embeds, np.float32)
 
-    def _last(self, L: int, m: int, pad: int, pos, mask, rows, feeds: dict[str, np.ndarray]) -> StepOutput:
-        """The last (or only) session: logits for `rows`, hidden states for all m rows."""
-        io = self._io
+    def _last(self, part, L: int, m: int, pad: int, pos, mask, rows, feeds: dict[str, np.ndarray]) -> StepOutput:
+        """A session ending in the lm head: logits for `rows`, hidden states for all m rows."""
+        session, io, _ = part
         for name, arr in feeds.items():
             io.bind_cpu_input(name, arr)
         self._bind_attention(io, m, pad, L, pos, mask)
@@ -469,14 +476,12 @@ class OrtStep:
         lg, hd, lg_v, hd_v = self._outputs(m, rows.size)
         io.bind_ortvalue_output("logits", lg_v)
         io.bind_ortvalue_output("hidden", hd_v)
-        self.session.run_with_iobinding(io)
+        session.run_with_iobinding(io)
         return StepOutput(lg.copy(), hd.copy())
 
     def run(self, inp: StepInput) -> StepOutput:
-        if self.split_after is None:
-            L, ids, pos, mask, rows, m, pad, embeds = self._begin(inp)
-            return self._last(L, m, pad, pos, mask, rows, {"embeds": embeds})
-        return self.run_late(self.run_early(inp))
+        L, ids, pos, mask, rows, m, pad, embeds = self._begin(inp)
+        return self._last(self._parts[0], L, m, pad, pos, mask, rows, {"embeds": embeds})
 
     # -- split step (ProPD early pruning) -------------------------------------------------------
     def run_early(self, inp: StepInput) -> "EarlyState":
@@ -485,7 +490,7 @@ class OrtStep:
         if self.split_after is None:
             raise InputError("run_early needs OrtStepOptions.split_after")
         L, ids, pos, mask, rows, m, pad, embeds = self._begin(inp)
-        session, io, _ = self._parts[0]
+        session, io, _ = self._parts[1]
         io.bind_cpu_input("embeds", embeds)
         self._bind_attention(io, m, pad, L, pos, mask)
         outs = {}
@@ -518,7 +523,7 @@ class OrtStep:
             raise ValueError(f"logits rows {rows.tolist()} beyond the {m} kept nodes")
         feeds = {"pending_in": st.pending if full else np.ascontiguousarray(st.pending[keep]),
                  "resid_in": st.resid if full else np.ascontiguousarray(st.resid[keep])}
-        return self._last(st.length, m, st.pad, pos, mask, rows, feeds)
+        return self._last(self._parts[2], st.length, m, st.pad, pos, mask, rows, feeds)
 
 
 @dataclass

@@ -85,9 +85,12 @@ def test_budget_drafts_only_when_a_tree_pays():
     for n, t in ((1, 10.0), (2, 12.0), (4, 16.0), (8, 24.0)):   # t = 8 + 2 n
         for _ in range(3):
             b.observe_time(n, t)
-    assert b.best_prefix([0.1, 0.05, 0.02], step=0) == 1              # 1.1 / 12 < 1 / 10: plain
     assert b.best_prefix([0.9, 0.8, 0.7, 0.1], step=0) == 4           # 3.4 / 16 beats 1 / 10 and 4.5 / 24
-    assert b.best_prefix([0.1, 0.05], step=15) == 3                   # every 16th step: explore
+    assert b.best_prefix([0.9, 0.8, 0.7, 0.1], step=15) == 5          # every 16th step: one node more
+    # nothing pays (1.1 / 12 < 1 / 10): plain steps, with a one-node probe after 16, then 32, ... plain steps
+    picks = [b.best_prefix([0.1, 0.05, 0.02], step=i) for i in range(16 + 32 + 64)]
+    assert [i for i, n in enumerate(picks) if n != 1] == [15, 15 + 32, 15 + 32 + 64]
+    assert {picks[15], picks[47], picks[111]} == {2}
 
 
 class OracleDrafter(HeadsDrafter):

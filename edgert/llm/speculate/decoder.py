@@ -43,9 +43,12 @@ class Budget:
         self.samples: list[tuple[int, float, float]] = []     # (nodes, seconds, weight)
         self.hit = np.full(max_nodes, 0.3)                     # P(depth d accepted | depth d-1 accepted)
         self.draft_s = 0.0                                     # running cost of drafting a tree (heads)
+        self.idle_steps, self.probe_every = 0, 16              # best_prefix's probing while plain pays
+        self._fit: tuple[float, float] | None = None           # (a, b) of the last fit
 
     def observe_time(self, nodes: int, seconds: float) -> None:
         self.samples = [(n, s, w * self.decay) for n, s, w in self.samples[-63:]] + [(nodes, seconds, 1.0)]
+        self._fit = None
 
     def observe_accept(self, drafted_depth: int, accepted: int) -> None:
         for d in range(min(drafted_depth, accepted + 1)):
@@ -57,18 +60,21 @@ class Budget:
 
     def step_time(self, nodes: int) -> float:
         """Expected seconds of a step verifying `nodes` (root included), drafting included."""
-        if len({n for n, _, _ in self.samples}) < 2:
-            return float(nodes)                                # no fit yet: linear in nodes
-        n, s, w = (np.array(v, dtype=np.float64) for v in zip(*self.samples))
-        A = np.stack([np.ones_like(n), n], 1) * np.sqrt(w)[:, None]
-        a, b = np.linalg.lstsq(A, s * np.sqrt(w), rcond=None)[0]
+        if self._fit is None:
+            if len({n for n, _, _ in self.samples}) < 2:
+                return float(nodes)                            # no fit yet: linear in nodes
+            n, s, w = (np.array(v, dtype=np.float64) for v in zip(*self.samples))
+            A = np.stack([np.ones_like(n), n], 1) * np.sqrt(w)[:, None]
+            self._fit = tuple(np.linalg.lstsq(A, s * np.sqrt(w), rcond=None)[0])   # once per observed step
+        a, b = self._fit
         return max(a + b * nodes, 1e-6) + (self.draft_s if nodes > 1 else 0.0)
 
     def best_prefix(self, values: list[float], step: int) -> int:
         """Nodes (root included) to draft from candidates whose values (expected accepted tokens
         each) are sorted best first: the prefix maximising (1 + sum of values) / step time.  Until two
-        tree sizes have been timed it drafts them all, then two nodes; every 16th step after that it
-        tries two nodes more than the best, so hit rates of unused candidates keep being measured."""
+        tree sizes have been timed it drafts them all, then two nodes.  While trees pay, every 16th
+        step tries one node more than the best; while none does, a one-node probe comes after 16 plain
+        steps, then 32, ... up to 128, so hit rates keep being measured at little cost."""
         cap = min(len(values) + 1, self.max_nodes)
         sizes = {n for n, _, _ in self.samples}
         if len(sizes) < 2:                                    # time two sizes first: cap, then 2
@@ -79,7 +85,15 @@ class Budget:
             rate = expect / self.step_time(i + 2)
             if rate > best_rate * 1.02:                       # a tree must beat plain by more than noise
                 best, best_rate = i + 2, rate
-        return min(cap, best + 2) if step % 16 == 15 else best
+        if best == 1:
+            # nothing pays: probe one node more now and then, less often the longer that lasts
+            self.idle_steps += 1
+            if self.idle_steps >= self.probe_every:
+                self.idle_steps, self.probe_every = 0, min(self.probe_every * 2, 128)
+                return min(cap, 2)
+            return 1
+        self.probe_every = 16
+        return min(cap, best + 1) if step % 16 == 15 else best
 
     def choose(self, available_depth: int, step: int) -> int:
         """Nodes (root included, so 1 = plain) maximising expected tokens per second.  Until two tree
