@@ -72,13 +72,13 @@ class Budget:
     def best_prefix(self, values: list[float], step: int) -> int:
         """Nodes (root included) to draft from candidates whose values (expected accepted tokens
         each) are sorted best first: the prefix maximising (1 + sum of values) / step time.  Until two
-        tree sizes have been timed it drafts them all, then two nodes.  While trees pay, every 16th
+        sizes have been timed it takes a plain step, then two nodes.  While trees pay, every 16th
         step tries one node more than the best; while none does, a one-node probe comes after 16 plain
         steps, then 32, ... up to 128, so hit rates keep being measured at little cost."""
         cap = min(len(values) + 1, self.max_nodes)
         sizes = {n for n, _, _ in self.samples}
-        if len(sizes) < 2:                                    # time two sizes first: cap, then 2
-            return 2 if cap in sizes and cap > 2 else cap
+        if len(sizes) < 2:                                    # time two sizes first: a plain step, then 2
+            return 1 if 1 not in sizes else min(cap, 2)
         best, best_rate, expect = 1, 1.0 / self.step_time(1), 1.0
         for i, v in enumerate(values[:cap - 1]):
             expect += v
@@ -152,7 +152,8 @@ class SpeculativeDecoder:
             # greedy reads only the first path's logits: the lm head (the costliest part of a step on a
             # CPU) runs on those rows, not on every node
             rows = np.arange(tree.chain_length() + 1) if greedy else None
-            inp = StepInput(tree.ids(), positions=cache.length + tree.depths(), mask=tree.mask(), logits_rows=rows)
+            inp = StepInput(tree.ids()) if tree.size == 1 else \
+                StepInput(tree.ids(), positions=cache.length + tree.depths(), mask=tree.mask(), logits_rows=rows)
             t0 = time.perf_counter()
             if self.early is not None and tree.size > 1:
                 out, verdict = self._pruned_step(tree, inp, greedy, sampler)
