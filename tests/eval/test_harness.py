@@ -37,10 +37,14 @@ def test_record_timing_and_lpcvc_score(seg_data, tmp_path):
 
 def test_inference_region_is_inside_end_to_end(seg_data, tmp_path):
     model = color_segmenter(tmp_path / "m.onnx")
-    e2e = evaluate(model, seg_data, EvalOptions(warmup=1, energy=False)).record
-    inf = evaluate(model, seg_data, EvalOptions(warmup=1, energy=False, timed_region="inference")).record
+    # alternating runs, best of three each: one wall-time comparison flips when the host is busy
+    e2es, infs = [], []
+    for _ in range(3):
+        e2es.append(evaluate(model, seg_data, EvalOptions(warmup=1, energy=False)).record)
+        infs.append(evaluate(model, seg_data, EvalOptions(warmup=1, energy=False, timed_region="inference")).record)
+    e2e, inf = e2es[0], infs[0]
     assert inf["timed_region"] == "inference"
-    assert inf["timing"]["mean_s"] < e2e["timing"]["mean_s"]
+    assert min(r["timing"]["p50_ms"] for r in infs) < min(r["timing"]["p50_ms"] for r in e2es)
     assert inf["metrics"]["dice_mean"] == e2e["metrics"]["dice_mean"]   # same predictions either way
 
 
