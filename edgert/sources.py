@@ -5,6 +5,9 @@
     FILE.mp4 .avi .mkv .mov .webm .m4v           a video file, frames in order
     DIR | GLOB (e.g. 'frames/*.png')             the image files, sorted by path, in order
     synthetic[:HxW]                              moving shapes and text, deterministic per frame index
+    SEQ_DIR[#CAMERA] | rig:synthetic[:SEED]      a multi-camera rig: a recording (edgert.bev.recording)
+                                                 or the synthetic driving world; one camera's frames,
+                                                 or whole RigSamples through RigSource.samples()
 
 Iterating a source yields `Frame`s: (H, W, 3) uint8 RGB, C-contiguous, stamped with
 `time.monotonic_ns()` when read.  Live sources (cameras, streams, and files or synthetic with
@@ -768,6 +771,81 @@ class SyntheticSource(_SingleSource):
         image = render_synthetic(self._rendered, self.hw)
         self._rendered += 1
         return image, time.monotonic_ns(), None
+
+
+# ---------------------------------------------------------------------------------------------------
+# multi-camera rigs (BEV): a recorded sequence or the synthetic driving world
+
+
+class RigSource(_SingleSource):
+    """A camera rig as a frame source.  Iterating yields one camera's frames (`#CAMERA`, default the
+    first) like any other source, so single-camera models run on a rig recording; `samples()` yields
+    whole `RigSample`s (every camera, the pose, ground truth, discontinuity events) for the BEV
+    scheduler.  Recordings are read and validated by edgert.bev.recording, the world is
+    edgert.bev.world (needs OpenCV)."""
+
+    kind = "rig"
+    usage = "a BEV rig recording directory or rig:synthetic[:SEED], optionally #CAMERA"
+    paced = True
+
+    @classmethod
+    def claims(cls, spec: str) -> bool:
+        from edgert.bev.recording import is_recording
+
+        return spec.startswith("rig:") or is_recording(spec.partition("#")[0])
+
+    @classmethod
+    def from_spec(cls, spec: str, options: SourceOptions) -> "RigSource":
+        return cls(spec, options)
+
+    def __init__(self, name: str, options: SourceOptions):
+        from edgert.bev import recording
+
+        super().__init__(name, options, live=options.realtime)
+        where, _, camera = name.partition("#")
+        self.recording = None
+        self.seed = 0
+        if where.startswith("rig:synthetic"):
+            m = re.fullmatch(r"rig:synthetic(?::(-?\d+))?", where)
+            if not m:
+                raise InputError(f"rig source wants a recording directory or rig:synthetic[:SEED], got {name!r}")
+            from edgert.bev.rig import nuscenes_like_rig
+            self.seed = int(m[1] or 0)
+            self.rig, self.fps = nuscenes_like_rig(), 12.0
+        else:
+            self.recording = recording.Recording(where.removeprefix("rig:"))
+            self.rig, self.fps = self.recording.rig, self.recording.rate_hz
+        self.camera = self.rig.index(camera) if camera else 0
+        self._samples: Iterator | None = None
+
+    def samples(self) -> Iterator:
+        """Every RigSample in order (the synthetic world: without end; stop when you have enough)."""
+        from edgert.bev import recording
+
+        if self.recording is not None:
+            return self.recording.samples()
+        return recording.with_discontinuities(recording.synthetic_samples(self.seed, rig=self.rig), self.fps)
+
+    def _read(self) -> tuple[np.ndarray, int, str | None] | None:
+        if self._stop.is_set():
+            return None
+        if self._samples is None:
+            self._samples = self.samples()
+        for s in self._samples:
+            for e in s.events:
+                if e.startswith("corrupt_frame"):
+                    self._emit(EVENT_SKIPPED, path=f"sample {s.index}", error=e, failed=self.stats.failed)
+            image = s.frames[self.camera]
+            if image is None:
+                with self._cond:
+                    self.stats.failed += 1
+                continue
+            return image, time.monotonic_ns(), None
+        return None
+
+    def _rewind(self) -> bool:
+        self._samples = None
+        return True
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -393,5 +393,9 @@ from edgert.cli.train_heads import train_heads as _train_heads  # noqa: E402
 
 main.add_command(_train_heads)
 
+from edgert.cli.bev import bev as _bev_group  # noqa: E402
+
+main.add_command(_bev_group)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,40 @@
+"""`edgert bev record` / `edgert bev info` through click's CliRunner."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("cv2")
+
+from edgert.cli import main  # noqa: E402
+
+
+def test_record_then_info(tmp_path):
+    out = tmp_path / "seq"
+    r = CliRunner().invoke(main, ["bev", "record", "--out", str(out), "--seconds", "0.25", "--seed", "3",
+                                  "--size", "64x48", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output.strip().splitlines()[-1])
+    assert res["samples"] == 3 and res["cameras"] == 6
+    assert len(list((out / "sweeps" / "CAM_FRONT").glob("*.jpg"))) == 3
+    r = CliRunner().invoke(main, ["bev", "info", str(out), "--check", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["samples"] == 3 and info["cameras"][0] == "CAM_FRONT" and info["events"] == []
+    # a second record into the same directory: one line, exit 2, nothing overwritten
+    before = (out / "samples.jsonl").read_bytes()
+    r = CliRunner().invoke(main, ["bev", "record", "--out", str(out), "--seconds", "0.1"])
+    assert r.exit_code == 2 and "already holds a recording" in r.output and "Traceback" not in r.output
+    assert (out / "samples.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, match", [
+    (["bev", "info", "/nonexistent/seq"], "not a recording"),
+    (["bev", "record", "--out", "{tmp}/x", "--size", "big"], "--size wants WxH"),
+])
+def test_bad_input_is_one_line(tmp_path, args, match):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output
