@@ -78,7 +78,7 @@ echo "What is the capital of France?" | edgert chat "$OUT/smol.pkg" --max-tokens
 edgert bench-llm "$OUT/smol.pkg" --prompt-tokens 64 --new-tokens 64 --runs 1
 echo "== speculative decoding: prompt lookup, then draft heads + early-exit head (a 1-minute training"
 echo "   budget for the demo; real heads take --minutes 25) and token trees with early pruning"
-edgert generate "$OUT/smol.pkg" "Repeat this list exactly: apples, pears, plums, cherries, apples, pears." \
+edgert generate "$OUT/smol.pkg" "Repeat this list exactly: apples, pears, plums, cherries, apples, pears." --chat \
     --max-tokens 24 --speculate lookup --json
 python -c "from pydoc_data.topics import topics; print('\n\n'.join(topics[k] for k in sorted(topics)))" \
     > "$OUT/corpus.txt"
