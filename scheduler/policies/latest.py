@@ -1,0 +1,30 @@
+"""`latest`: whenever free, take the newest complete frame and drop the rest (a queue of depth 1).
+
+Staleness stays bounded by about one runtime plus one period whatever the cost, at the price of
+dropped frames; streaming perception's baseline "latest frame wins".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scheduler.policies import register_policy
+from scheduler.policies.base import Decision, Policy, Run, SchedulerView, wait_for_complete
+
+
+@register_policy
+class Latest(Policy):
+    name = "latest"
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    def __init__(self, options: "Latest.Options"):
+        self.options = options
+
+    def decide(self, view: SchedulerView) -> Decision:
+        complete = view.complete()
+        if not complete:
+            return wait_for_complete(view)
+        newest = complete[-1]
+        return Run(newest.index, newest.cams, view.variants[0])

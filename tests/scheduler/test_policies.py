@@ -1,0 +1,122 @@
+"""Each policy on a synthetic 12 Hz stream with declared stage costs (GroundTruthStages: full-variant
+cost with six cameras 82 ms at speed factor 1; the speed factor stretches it)."""
+import numpy as np
+import pytest
+
+from bev_stream_helpers import make_stream, small_rig
+from scheduler.latency import LatencyModel
+from scheduler.metrics import evaluate
+from scheduler.policies import Pending, Rung, SchedulerView, Wait, make_policy
+from scheduler.sim_stages import GroundTruthStages, OracleOptions
+from scheduler.stream import StreamOptions, run_stream
+
+RIG = small_rig()
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return make_stream(72, rig=RIG, seed=3)
+
+
+def _run(stream, policy, speed_factor, budget_ms=120.0):
+    stages = GroundTruthStages(stream, RIG, options=OracleOptions(small_grid_factor=1))
+    return run_stream(stream, stages, policy, StreamOptions(budget_ms=budget_ms, speed_factor=speed_factor, rig=RIG))
+
+
+def _stale_thirds(result) -> tuple[float, float]:
+    m = evaluate(result)
+    s = np.array(m.staleness_ms)
+    k = len(s) // 3
+    return float(s[:k].mean()), float(s[-k:].mean())
+
+
+def test_fifo_falls_behind_without_bound_when_a_frame_costs_more_than_a_period(stream):
+    slow = _run(stream, make_policy("fifo"), speed_factor=2.0)
+    early, late = _stale_thirds(slow)
+    assert late > 3 * early and late > 1000
+    assert slow.max_queue_depth >= 15
+    assert all(f.fate.value == "processed" for f in slow.frames)
+    fast = _run(stream, make_policy("fifo"), speed_factor=0.5)
+    assert fast.max_queue_depth <= 1 and evaluate(fast).staleness_frames_max <= 2
+
+
+@pytest.mark.parametrize("speed_factor", [2.0, 4.0])
+def test_latest_keeps_staleness_bounded_by_dropping_frames(stream, speed_factor):
+    r = _run(stream, make_policy("latest"), speed_factor)
+    m = evaluate(r)
+    early, late = _stale_thirds(r)
+    assert late < 1.3 * early
+    # a query sees an output at most one latency (trigger spread + compute) plus one output interval
+    # (the 62 ms backbone, the bottleneck lane) old
+    bound_frames = ((49 + 82 * speed_factor) + 62 * speed_factor) / 83.3
+    assert m.staleness_frames_max <= np.ceil(bound_frames) + 1
+    # what waits at a decision is what arrived during one backbone; older frames were dropped
+    assert m.frames_dropped > 0 and r.max_queue_depth <= np.ceil(62 * speed_factor / 83.3)
+
+
+def _view(now_ms, newest_complete_ms, runtime_ms, period_ms=100):
+    lat = LatencyModel()
+    for stage, ms in (("backbone", runtime_ms - 2), ("fuse", 1), ("heads", 1)):
+        lat.observe(stage, "full", 1, ms)
+    p = Pending(0, 0, (round(newest_complete_ms * 1000),))
+    return SchedulerView(now_us=round(now_ms * 1000), pending=(p,), next_arrival_us=round(period_ms * 1000),
+                         period_us=period_ms * 1000, budget_us=period_ms * 1000, variants=("full",),
+                         cam_priority=(0,), cam_refreshed=(None,), bev_free_us=0, has_prev_output=True, latency=lat)
+
+
+def test_shrinking_tail_rule():
+    st = make_policy("shrinking-tail")
+    # Li et al.: idle iff tail(s + r) < tail(s).  Free at 0.3 frames with r = 1.5: now -> 1.8 (first
+    # seen at query 2), waiting -> 2.5 (query 3) -> run
+    assert not isinstance(st.decide(_view(30, 0, 150)), Wait)
+    # free at 0.7 with r = 1.5: now -> 2.2 (query 3), waiting -> 2.5 (query 3) -> wait for frame 1
+    assert st.decide(_view(70, 0, 150)) == Wait(100_000)
+    # free at 0.3 with r = 1.8: now -> 2.1 (query 3), waiting -> 2.8 (query 3) -> wait; r = 1.6: 1.9 vs 2.6 -> run
+    assert isinstance(st.decide(_view(30, 0, 180)), Wait)
+    assert not isinstance(st.decide(_view(30, 0, 160)), Wait)
+    # runtime under one frame: always run
+    assert not isinstance(st.decide(_view(30, 0, 50)), Wait)
+
+
+class _Recording:
+    def __init__(self, policy):
+        self.policy, self.decisions = policy, []
+        self.name, self.forecast_outputs = policy.name, policy.forecast_outputs
+
+    def decide(self, view):
+        d = self.policy.decide(view)
+        self.decisions.append((bool(view.complete()), d))
+        return d
+
+    def idles(self) -> list[Wait]:
+        """Waits while a complete sample was there to run."""
+        return [d for had_complete, d in self.decisions if had_complete and isinstance(d, Wait)]
+
+
+def test_shrinking_tail_idles_and_is_never_staler_than_latest(stream):
+    rec = _Recording(make_policy("shrinking-tail"))
+    st = _run(stream, rec, speed_factor=2.0)
+    latest = _run(stream, make_policy("latest"), speed_factor=2.0)
+    assert len(rec.idles()) >= 10
+    assert evaluate(st).staleness_ms_mean < evaluate(latest).staleness_ms_mean
+    rec = _Recording(make_policy("shrinking-tail"))
+    _run(stream, rec, speed_factor=0.5)                     # runtime < 1 frame: no idling
+    assert rec.decisions and not rec.idles()
+
+
+def test_deadline_degrades_to_meet_deadlines_and_beats_latest(stream):
+    r = _run(stream, make_policy("deadline"), speed_factor=2.0)
+    m = evaluate(r)
+    full_ms = 49 + 82 * 2.0
+    assert full_ms > r.budget_ms                             # the full configuration cannot make it
+    assert m.deadline_miss_rate <= 0.05
+    assert m.rungs.get(Rung.FULL.value, 0) <= 2              # only while the latency model knows nothing
+    latest = evaluate(_run(stream, make_policy("latest"), speed_factor=2.0))
+    assert latest.deadline_miss_rate > 0.9
+    assert m.streaming.iou_mean > latest.streaming.iou_mean
+    assert m.streaming.ap_mean > latest.streaming.ap_mean + 0.1
+
+
+def test_deadline_does_not_degrade_when_everything_fits(stream):
+    m = evaluate(_run(stream, make_policy("deadline"), speed_factor=0.5))
+    assert m.rungs == {Rung.FULL.value: 72} and m.deadline_miss_rate == 0.0
