@@ -46,3 +46,11 @@ def test_llm_runtime_needs_no_converter_side_deps(tmp_path):
                            "list(llm.generate('hello', 4))")
     assert "onnxruntime" in mods and "tokenizers" in mods
     assert not (mods & {"gguf", "onnx", "jinja2", "torch", "jax", "converters", "llama_cpp"})
+
+
+def test_bev_runtime_and_scheduler_imports_are_light():
+    """The rig, recordings, frame sources and the scheduler: no jax, no training code, no converter,
+    no OpenCV or matplotlib until a world is rendered or a report drawn."""
+    mods = _imported_after("import edgert.bev.rig, edgert.bev.recording, edgert.bev.schema, edgert.sources\n"
+                           "import scheduler.session, scheduler.metrics, scheduler.sim_stages")
+    assert not (mods & (HEAVY | {"jax", "zoo", "matplotlib", "optax"}))

@@ -2,6 +2,11 @@
 
     edgert bev record --out seq/ --seconds 60 --seed 3     render a synthetic drive (6 cameras, 12 Hz)
     edgert bev info seq/                                   validate a recording and summarise it
+    edgert bev run MODEL --source seq/ | --source synthetic --policy deadline --budget-ms 83 \
+        [--speed-factor 4] [--json] [--report out/]        stream under a policy, score it like sAP
+
+MODEL is a BEV package or ONNX (edgert bev train), or `oracle`: a simulation that answers from ground
+truth with declared stage costs (scheduler/sim_stages.py), for studying policies without a model.
 """
 from __future__ import annotations
 
@@ -84,3 +89,78 @@ def info_cmd(recording: Path, check: bool, as_json: bool) -> None:
         click.echo(f"  {e}")
     if check:
         click.echo(f"  {len(res['events'])} events")
+
+
+@bev.command("run")
+@click.argument("model")
+@click.option("--source", "source", default="synthetic", show_default=True,
+              help="a recording directory (edgert bev record), synthetic[:SEED], or rig:synthetic[:SEED]")
+@click.option("--policy", "policies", default="deadline", show_default=True,
+              help="fifo, latest, shrinking-tail, deadline, comma-separated, or all")
+@click.option("--budget-ms", type=click.FloatRange(1, 10_000), default=83.0, show_default=True,
+              help="each frame's output is due this long after its capture (12 Hz: one period)")
+@click.option("--speed-factor", type=click.FloatRange(0.01, 1000), default=1.0, show_default=True,
+              help="stretch measured stage times to emulate a slower device (1 on the device itself)")
+@click.option("--seconds", type=click.FloatRange(0.1, 24 * 3600), default=None,
+              help="stream at most this much (default: a whole recording, 20 s of synthetic)")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="write latency / staleness / accuracy plots and session.json here")
+@click.option("--json", "as_json", is_flag=True)
+def run_cmd(model: str, source: str, policies: str, budget_ms: float, speed_factor: float, seconds: float | None,
+            report_dir: Path | None, as_json: bool) -> None:
+    """Stream a rig through a BEV model under one or more scheduling policies and score the outputs
+    the way streaming AP does (the latest output available at every ground-truth time)."""
+    from edgert.cli import CliError
+    from edgert.sources import RigSource, SourceOptions, open_source
+    from scheduler.policies import known_policies
+    from scheduler.session import SessionOptions, run_session, take
+
+    names = tuple(known_policies()) if policies == "all" else tuple(p.strip() for p in policies.split(",") if p.strip())
+    spec = "rig:" + source if source == "synthetic" or source.startswith("synthetic:") else source
+    src = open_source(spec, SourceOptions())
+    if not isinstance(src, RigSource):
+        raise CliError(f"--source {source!r} is not a camera rig (a recording directory or synthetic[:SEED])")
+    if seconds is None and src.recording is None:
+        seconds = 20.0
+    opts = SessionOptions(policies=names, budget_ms=budget_ms, speed_factor=speed_factor, seconds=seconds)
+    make_stages = _stages_factory(model, src.rig)
+    samples = take(src.samples(), seconds, src.fps)
+
+    def show(name, m):
+        if not as_json:
+            click.echo(_metrics_line(name, m))
+    if not as_json:
+        click.echo(f"{len(samples)} samples from {source} at {src.fps:g} Hz; budget {budget_ms:g} ms, "
+                   f"speed factor {speed_factor:g}, model {model}")
+    res = run_session(samples, make_stages, opts, rig=src.rig, on_policy=show)
+    if report_dir is not None:
+        from scheduler.report import write_report
+        files = write_report(res, report_dir)
+        if not as_json:
+            click.echo(f"report: {', '.join(str(f) for f in files)}")
+    if as_json:
+        click.echo(json.dumps(res.to_json()))
+    elif res.events:
+        click.echo(f"{len(res.events)} source events, e.g. {res.events[0]}")
+
+
+def _stages_factory(model: str, rig):
+    from edgert.cli import CliError
+
+    if model == "oracle":
+        from scheduler.sim_stages import GroundTruthStages
+        return lambda samples: GroundTruthStages(samples, rig)
+    p = Path(model)
+    if not p.exists():
+        raise CliError(f"no such model: {model} (a BEV package, an ONNX from `edgert bev train`, or oracle)")
+    from edgert.bev.stages import load_stages
+    stages = load_stages(p, rig)
+    return lambda samples: stages.fresh()
+
+
+def _metrics_line(name: str, m) -> str:
+    s, off = m.streaming, m.offline
+    ref = f" (offline IoU {off.iou_mean:.3f} AP {off.ap_mean:.3f})" if off else ""
+    return (f"  {name:15s} streaming IoU {s.iou_mean:.3f} AP {s.ap_mean:.3f}{ref}  miss {m.deadline_miss_rate:.1%}  "
+            f"stale {m.staleness_ms_mean:.0f} ms ({m.staleness_frames_mean:.1f} frames)  "
+            f"latency p50 {m.latency_ms_p50:.0f} p99 {m.latency_ms_p99:.0f} ms  dropped {m.frames_dropped}/{m.frames_total}")

@@ -38,3 +38,30 @@ def test_bad_input_is_one_line(tmp_path, args, match):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output
+
+
+def test_run_oracle_all_policies_with_report(bev_seq, tmp_path):
+    d, _ = bev_seq
+    r = CliRunner().invoke(main, ["bev", "run", "oracle", "--source", str(d), "--policy", "all",
+                                  "--speed-factor", "3", "--report", str(tmp_path / "rep"), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output.strip().splitlines()[-1])
+    pol = res["policies"]
+    assert set(pol) == {"fifo", "latest", "shrinking-tail", "deadline"} and res["samples"] == 6
+    # the oracle answers from ground truth: every frame processed offline is exact
+    assert pol["fifo"]["offline"]["iou_mean"] == 1.0
+    # at 3x the declared costs fifo queues up: it is never fresher than latest
+    assert pol["fifo"]["staleness_ms_mean"] >= pol["latest"]["staleness_ms_mean"]
+    for f in ("latency.png", "staleness.png", "accuracy.png", "session.json"):
+        assert (tmp_path / "rep" / f).stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, match", [
+    (["bev", "run", "/nonexistent.pkg", "--source", "synthetic", "--seconds", "0.2"], "no such model"),
+    (["bev", "run", "oracle", "--source", "synthetic", "--policy", "fastest", "--seconds", "0.2"],
+     "unknown policy 'fastest'"),
+    (["bev", "run", "oracle", "--source", "/nonexistent/seq"], "cannot use"),
+])
+def test_run_bad_input_is_one_line(args, match):
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output, r.output
