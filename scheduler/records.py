@@ -23,7 +23,8 @@ class Fate(str, enum.Enum):
 class OutputRecord:
     output: BevOutput
     source_index: int                 # the sample whose frames it used
-    source_t_us: int                  # that sample's time (what end-to-end latency counts from)
+    source_t_us: int                  # that sample's reference time (what staleness counts from, as in sAP)
+    capture_done_us: int              # the last capture among `cams`: the moment the input existed
     backbone_start_us: int            # virtual times
     fuse_start_us: int
     finish_us: int
@@ -36,10 +37,13 @@ class OutputRecord:
 
     @property
     def latency_ms(self) -> float:
-        return (self.finish_us - self.source_t_us) / 1000.0
+        """End-to-end latency: finish − capture completion of the frames used (not the reference
+        time: the rig's trigger spread is not the model's to spend; staleness keeps that)."""
+        return (self.finish_us - self.capture_done_us) / 1000.0
 
     def to_json(self) -> dict:
         return {"source_index": self.source_index, "source_t_us": self.source_t_us,
+                "capture_done_us": self.capture_done_us,
                 "backbone_start_us": self.backbone_start_us, "fuse_start_us": self.fuse_start_us,
                 "finish_us": self.finish_us, "latency_ms": round(self.latency_ms, 3), "variant": self.variant,
                 "cams": list(self.cams), "rung": self.rung.value, "reused_prev": self.reused_prev,

@@ -7,6 +7,9 @@ scheduler can have on accuracy is reproduced while the model's own errors are no
   BEV, warped by ego motion with scheduler/warp.py — stale, and wrong for moving objects;
 - no previous BEV (reset) leaves those sectors empty;
 - the smaller variant sees a coarser grid and noisier box centres;
+- it declares each variant's offline quality (scheduler.stages.DeclaresQuality): the mean BEV IoU
+  of the smaller variant's grid against the ground truth over its samples, as a model would carry
+  the figure measured on calibration data;
 - its costs are declared (SimCost: fixed + per-camera ms per stage, the smaller variant a fraction of
   them, optional jitter) so runs are exact and fast; `SimCost.measure` busy-waits them instead, for
   exercising the timing path.
@@ -24,6 +27,7 @@ from edgert.bev.rig import Rig
 from edgert.bev.schema import BOX_FIELDS, Pose, RigSample, empty_boxes
 from edgert.errors import InputError
 from scheduler.forecast import boxes_to_frame
+from scheduler.scoring import IouAccumulator
 from scheduler.stages import Motion
 from scheduler.warp import warp_bev
 
@@ -86,6 +90,7 @@ class GroundTruthStages:
         xy = self.grid.cell_centres()
         self._cell_cam = self._sector(xy[..., 0], xy[..., 1])
         self._rng = np.random.default_rng(self.cost.seed)
+        self._quality: dict[str, float | None] = {}
 
     def _sector(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Index of the camera whose mounting yaw is nearest each point's azimuth."""
@@ -98,6 +103,18 @@ class GroundTruthStages:
         if self.cost.measure:
             return None
         return self._draw_cost_ms(stage, variant, n_cams)
+
+    def declared_quality(self, variant: str) -> float | None:
+        if variant == self.variants[0]:
+            return 1.0
+        if variant not in self._quality:
+            acc = IouAccumulator()
+            for s in self._samples[::4]:                 # every 4th sample is plenty for a mean IoU
+                if s.gt_grid is not None:
+                    acc.add(self._coarse(s.gt_grid), s.gt_grid)
+            mean = acc.mean()
+            self._quality[variant] = float(mean) if np.isfinite(mean) else None
+        return self._quality[variant]
 
     def _draw_cost_ms(self, stage: str, variant: str, n_cams: int) -> float:
         ms = self.cost.cost_ms(stage, n_cams, variant != self.variants[0])

@@ -51,3 +51,13 @@ class DeclaresCost(Protocol):
 
     def declared_cost_ms(self, stage: str, variant: str, n_cams: int) -> float | None:
         ...
+
+
+@runtime_checkable
+class DeclaresQuality(Protocol):
+    """Optional: the offline accuracy of each variant relative to the full one (1.0), as measured when
+    the model was built (e.g. BEV IoU of each variant on calibration data).  The deadline policy
+    weighs a cheaper variant's accuracy against fresher output with it; without it, its prior."""
+
+    def declared_quality(self, variant: str) -> float | None:
+        ...

@@ -12,6 +12,12 @@ A camera's frame arrives at its own capture time (RigSample.frame_t_us: trigger 
 starts once the frames of the cameras it was given are in.  Measured runtimes reach the latency model
 at their virtual finish times, so no decision uses a measurement from its own future.
 
+Deadlines and latency count from capture completion: an output is due `budget_ms` after the last
+capture among the cameras it used (OutputRecord.capture_done_us), the moment its whole input existed.
+Counting from the sample's reference time instead would charge the rig's trigger spread (up to 49 ms
+on nuScenes) to the model's budget.  Staleness, what streaming accuracy depends on, still counts from
+the reference time (scheduler/metrics.py).
+
 Entry point: `run_stream(samples, stages, policy, options) -> StreamResult`.
 """
 from __future__ import annotations
@@ -31,12 +37,12 @@ from scheduler.latency import LatencyModel, LatencyOptions
 from scheduler.policies.base import Pending, Policy, Run, Rung, SchedulerView, Skip, Wait
 from scheduler.priority import camera_priority
 from scheduler.records import Fate, FrameRecord, OutputRecord, StreamResult
-from scheduler.stages import BevStages, Motion
+from scheduler.stages import BevStages, DeclaresQuality, Motion
 
 
 @dataclass(frozen=True)
 class StreamOptions:
-    budget_ms: float = 83.0           # a frame's output is due budget_ms after its capture (12 Hz: one period)
+    budget_ms: float = 83.0           # an output is due budget_ms after its frames' capture completion (12 Hz: one period)
     speed_factor: float = 1.0         # measured runtimes × this (emulate a slower device; 1 on the device)
     rig: Rig | None = None            # camera mounting, for priorities; default nuscenes_like_rig()
     reset_gap_ms: float = 500.0       # a longer gap between fused samples resets temporal fusion
@@ -88,6 +94,10 @@ class _Executor:
         self.prev: _Prev | None = None
         self.resets = 0
         self.cam_refreshed: list[int | None] = []
+        self.cam_refreshed_t_us: list[int | None] = []
+        self.cam_refreshed_variant: list[str | None] = []
+        self.variant_quality = tuple(stages.declared_quality(v) if isinstance(stages, DeclaresQuality) else None
+                                     for v in stages.variants)
 
     # -- arrivals ------------------------------------------------------------------------------
     def _peek(self) -> RigSample | None:
@@ -116,6 +126,8 @@ class _Executor:
             self._lookahead = None
             if not self.cam_refreshed:
                 self.cam_refreshed = [None] * len(s.frames)
+                self.cam_refreshed_t_us = [None] * len(s.frames)
+                self.cam_refreshed_variant = [None] * len(s.frames)
             if self._last_admitted is not None:
                 self._diffs = (self._diffs + [s.t_us - self._last_admitted.t_us])[-16:]
                 self._motion = s.pose.relative_to(self._last_admitted.pose)
@@ -176,7 +188,9 @@ class _Executor:
             period_us=self.period_us, budget_us=self.budget_us, variants=tuple(self.stages.variants),
             cam_priority=camera_priority(self.rig, self._motion), cam_refreshed=tuple(self.cam_refreshed),
             bev_free_us=self._bev_free_estimate(now),
-            has_prev_output=bool(self.outputs) and self.outputs[0].finish_us <= now, latency=self.latency)
+            has_prev_output=bool(self.outputs) and self.outputs[0].finish_us <= now, latency=self.latency,
+            cam_refreshed_t_us=tuple(self.cam_refreshed_t_us), cam_refreshed_variant=tuple(self.cam_refreshed_variant),
+            variant_quality=self.variant_quality)
 
     def _bev_free_estimate(self, now: int) -> int:
         """When the BEV lane will be free, as the scheduler itself could know it: the real finish once
@@ -242,13 +256,18 @@ class _Executor:
         self._observe_at(finish, "heads", v, k, heads.cost_us)
         self.f_start, self.f_free, self._last_job = f_start, finish, (v, k)
         self.prev = _Prev(bev.value, s)
+        if prev_bev is None:                     # a reset: sectors not refreshed now are empty
+            self.cam_refreshed = [None] * len(s.frames)
+            self.cam_refreshed_t_us = [None] * len(s.frames)
+            self.cam_refreshed_variant = [None] * len(s.frames)
         for c in cams:
-            self.cam_refreshed[c] = s.index
+            self.cam_refreshed[c], self.cam_refreshed_t_us[c], self.cam_refreshed_variant[c] = s.index, s.t_us, v
         grid, boxes, scores = _check_heads(heads.value, p.index)
         out = BevOutput(grid, boxes, scores, s.t_us, s.pose)
-        self.outputs.append(OutputRecord(out, s.index, s.t_us, b_start, f_start, finish, v, cams, run.rung,
+        captured = p.ready_at_us(cams)           # the deadline counts from here (SchedulerView.deadline_us)
+        self.outputs.append(OutputRecord(out, s.index, s.t_us, captured, b_start, f_start, finish, v, cams, run.rung,
                                          prev_bev is not None and k < len(s.frames),
-                                         self.policy.forecast_outputs, finish <= s.t_us + self.budget_us))
+                                         self.policy.forecast_outputs, finish <= captured + self.budget_us))
         self.frames[p.index] = FrameRecord(p.index, p.t_us, Fate.PROCESSED, run.rung)
         return max(b_end, f_start)
 

@@ -52,16 +52,24 @@ class SchedulerView:
     pending: tuple[Pending, ...]           # oldest first
     next_arrival_us: int | None            # first capture of the next sample not yet arrived
     period_us: int                         # sample period (estimated from the stream)
-    budget_us: int                         # a frame's output is due at its t_us + budget_us
+    budget_us: int                         # an output is due budget_us after its frames' capture completion
     variants: tuple[str, ...]              # full first
     cam_priority: tuple[int, ...]          # most important first
     cam_refreshed: tuple[int | None, ...]  # per camera, the sample index it was last refreshed from
     bev_free_us: int                       # predicted time the BEV lane can start the next fuse
     has_prev_output: bool
     latency: LatencyModel
+    cam_refreshed_t_us: tuple[int | None, ...] = ()     # per camera, that sample's reference time
+    cam_refreshed_variant: tuple[str | None, ...] = ()  # and the variant that refreshed it
+    variant_quality: tuple[float | None, ...] = ()      # per variant, declared offline accuracy (full = 1)
 
     def complete(self) -> list[Pending]:
         return [p for p in self.pending if p.complete_at_us <= self.now_us]
+
+    def deadline_us(self, p: Pending, cams: tuple[int, ...]) -> int:
+        """When an output of `p` from `cams` is due: the last of their captures + the budget (the
+        trigger spread between cameras is not charged to the model)."""
+        return p.ready_at_us(cams) + self.budget_us
 
     def predict_finish_us(self, p: Pending, cams: tuple[int, ...], variant: str,
                           conservative: bool = False) -> int | None:
