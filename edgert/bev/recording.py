@@ -210,6 +210,12 @@ class Recording:
         return RigSample(index=d["i"], t_us=d["t_us"], frames=frames, frame_t_us=[t for _, t in d["frames"]],
                          pose=d["pose"], gt_grid=grid, gt_boxes=d["gt_boxes"], events=events)
 
+    def sample(self, i: int) -> RigSample:
+        """Sample i (as the synthetic world's `sample`, so training reads either)."""
+        if not 0 <= i < len(self):
+            raise InputError(f"{self.path}: sample {i} out of range (0-{len(self) - 1})")
+        return self[i]
+
     def _load_grid(self, path: Path, events: list[str]) -> np.ndarray | None:
         from PIL import Image, UnidentifiedImageError
 

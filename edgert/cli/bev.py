@@ -164,3 +164,48 @@ def _metrics_line(name: str, m) -> str:
     return (f"  {name:15s} streaming IoU {s.iou_mean:.3f} AP {s.ap_mean:.3f}{ref}  miss {m.deadline_miss_rate:.1%}  "
             f"stale {m.staleness_ms_mean:.0f} ms ({m.staleness_frames_mean:.1f} frames)  "
             f"latency p50 {m.latency_ms_p50:.0f} p99 {m.latency_ms_p99:.0f} ms  dropped {m.frames_dropped}/{m.frames_total}")
+
+
+@bev.command("train")
+@click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
+              help="recordings with ground truth (repeatable; default: synthetic worlds rendered on the fly)")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="the ONNX to write")
+@click.option("--minutes", type=click.FloatRange(0.1, 600), default=25.0, show_default=True,
+              help="wall-clock budget, rendering included")
+@click.option("--steps", type=click.IntRange(1), default=None, help="stop after this many steps")
+@click.option("--variants", default="full,small", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-seed", type=int, default=9999, show_default=True, help="held-out world for the report")
+@click.option("--eval-samples", type=click.IntRange(0), default=96, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def train_cmd(data: tuple[Path, ...], out: Path, minutes: float, steps: int | None, variants: str, seed: int,
+              eval_seed: int, eval_samples: int, as_json: bool) -> None:
+    """Train the example BEV model (zoo/bev: JAX on CPU, the `train` extra) and export it to ONNX with
+    its stages, variants and rig calibration in the metadata."""
+    from edgert.bev.recording import Recording
+    from edgert.cli import CliError
+
+    try:
+        from zoo.bev.export import export_onnx
+        from zoo.bev.train import TrainOptions, train
+    except ImportError as e:
+        raise CliError(f"bev train needs the `train` extra (jax, optax) and onnx: {e.name} is missing") from None
+    sources = [Recording(d) for d in data] or None
+    o = TrainOptions(variants=tuple(v.strip() for v in variants.split(",") if v.strip()), minutes=minutes,
+                     steps=steps, seed=seed, eval_seed=eval_seed, eval_samples=eval_samples)
+    params, report = train(o, sources, log=None if as_json else (lambda m: click.echo("  " + m, err=True)))
+    rig = sources[0].rig if sources else None
+    if rig is None:
+        from edgert.bev.rig import nuscenes_like_rig
+        rig = nuscenes_like_rig()
+    size = export_onnx(params, rig, out)
+    res = report.to_json() | {"out": str(out), "onnx_bytes": size}
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    click.echo(f"{out}: {size / 1e6:.2f} MB fp32 ONNX, {report.steps} steps in {report.seconds:.0f} s "
+               f"(render {report.render_s:.0f} s, {report.step_ms:.0f} ms/step)")
+    for v, r in report.heldout.items():
+        click.echo(f"  held-out world {eval_seed} ({r.samples} samples), {v}: BEV mIoU {r.miou:.3f} "
+                   f"(without temporal fusion {r.miou_no_temporal:.3f}), detection recall {r.det_recall:.2f} "
+                   f"precision {r.det_precision:.2f}")
