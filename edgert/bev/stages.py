@@ -1,6 +1,7 @@
 """A BEV model's three stages as separately runnable sessions (scheduler.stages.BevStages).
 
-The model file (`edgert bev train` -> ONNX) declares its stage entries in metadata ("edgert.bev.stages":
+The model file (`edgert bev train` -> ONNX, or the package `edgert convert` makes of it:
+edgert/bev/package.py) declares its stage entries in metadata ("edgert.bev.stages":
 per variant a backbone, a fuse and a heads sub-graph, with their input and output tensor names).
 Each entry is extracted as its own ONNX Runtime session, so the scheduler can run the backbone of
 frame t+1 while fuse + heads of frame t run, refresh only some cameras, and pick a variant per
@@ -13,7 +14,8 @@ frame:
   (edgert.bev.decode.warp_bev) and fused with the refreshed cameras (cam_mask marks them);
 - heads(bev, variant): segmentation argmax on the output grid and decoded boxes.
 
-onnx is imported only to split a model into its stages (at load time).
+onnx is imported only to split an ONNX model into its stages (at load time); a package runs on the
+edgert backends (ort by default, the numpy oracle for checks) without onnx.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class BevModelStages:
                             for v, d in info["variants"].items()}
         self.feat_shape = {v: tuple(d["feat"]) for v, d in info["variants"].items()}
         self.bev_ch = {v: int(d["bev_ch"]) for v, d in info["variants"].items()}
+        self.package = None        # the edgert package the sessions' weights view, when loaded from one
 
     def fresh(self) -> "BevModelStages":
         """The same sessions for a new stream (the stages hold no per-stream state)."""
@@ -96,7 +99,7 @@ class BevModelStages:
         return grid, boxes, scores
 
 
-def _symbolic_batch(sub, names: list[str]) -> None:
+def symbolic_batch(sub, names: list[str]) -> None:
     """Make dim 0 of the named graph inputs/outputs symbolic (any number of cameras)."""
     for vi in list(sub.graph.input) + list(sub.graph.output):
         if vi.name in names:
@@ -106,13 +109,25 @@ def _symbolic_batch(sub, names: list[str]) -> None:
     del sub.graph.value_info[:]
 
 
-def load_stages(path: str | Path, rig: Rig | None = None, threads: int = 1) -> BevModelStages:
-    """A BEV model (ONNX from `edgert bev train`) split into its stage sessions.  `rig`: the rig the
-    stream comes from; it must match the calibration the model was built for."""
+def check_rig(path: Path, model_rig: Rig | None, rig: Rig | None) -> None:
+    if rig is not None and model_rig is not None and model_rig != rig:
+        raise InputError(f"{path} was built for another rig calibration than the stream's "
+                         f"({', '.join(model_rig.names)} at {model_rig.cameras[0].width}x{model_rig.cameras[0].height} "
+                         f"vs {rig.cameras[0].width}x{rig.cameras[0].height})")
+
+
+def load_stages(path: str | Path, rig: Rig | None = None, threads: int = 1, backend: str = "auto") -> BevModelStages:
+    """A BEV model split into its stage sessions: an ONNX from `edgert bev train` (onnxruntime
+    sessions) or a package from `edgert convert` (edgert backends; `backend` applies to packages
+    only).  `rig`: the rig the stream comes from; it must match the calibration the model was built
+    for."""
     p = Path(path)
     if p.suffix.lower() != ".onnx":
-        raise InputError(f"{p}: BEV models load from the ONNX `edgert bev train` writes; packages of BEV "
-                         f"models are not supported yet")
+        from edgert.bev.package import is_package, load_package_stages
+        if p.is_file() and is_package(p):
+            return load_package_stages(p, rig, threads, backend)
+        raise InputError(f"{p}: not a BEV model (an ONNX from `edgert bev train` or a package from "
+                         f"`edgert convert`)")
     try:
         import onnx
         import onnx.utils
@@ -132,10 +147,7 @@ def load_stages(path: str | Path, rig: Rig | None = None, threads: int = 1) -> B
         model_rig = Rig.from_json(json.loads(meta[META_RIG])) if META_RIG in meta else None
     except (json.JSONDecodeError, TypeError) as e:
         raise InputError(f"{p}: corrupt BEV metadata ({e})") from None
-    if rig is not None and model_rig is not None and model_rig != rig:
-        raise InputError(f"{p} was built for another rig calibration than the stream's "
-                         f"({', '.join(model_rig.names)} at {model_rig.cameras[0].width}x{model_rig.cameras[0].height} "
-                         f"vs {rig.cameras[0].width}x{rig.cameras[0].height})")
+    check_rig(p, model_rig, rig)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -146,7 +158,7 @@ def load_stages(path: str | Path, rig: Rig | None = None, threads: int = 1) -> B
         except Exception as e:
             raise InputError(f"{p}: stage {d.get('entry')} cannot be extracted ({e})") from None
         if d["stage"] == "backbone":
-            _symbolic_batch(sub, ["images", *d["outputs"]])
+            symbolic_batch(sub, ["images", *d["outputs"]])
         sessions[(d["variant"], d["stage"])] = ort.InferenceSession(sub.SerializeToString(), so,
                                                                     providers=["CPUExecutionProvider"])
     return BevModelStages(sessions, info, rig or model_rig)

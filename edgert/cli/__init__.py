@@ -146,7 +146,7 @@ def main() -> None:
               help="below 8 bits, keep depthwise and small layers (--small-layer-params) at 8 bits")
 @click.option("--small-layer-params", type=click.IntRange(0), default=10000, show_default=True)
 @click.option("--observer", default=None, help="activation observer (minmax|percentile|mse)")
-@click.option("--calib", "calib_dir", type=click.Path(path_type=Path), help="folder of calibration images")
+@click.option("--calib", "calib_dir", type=click.Path(path_type=Path), help="folder of calibration images (a BEV model: a recording)")
 @click.option("--calib-random", type=click.IntRange(0, 10000), default=0,
               help="use N random inputs instead of images (smoke runs)")
 @click.option("--calib-count", type=click.IntRange(1, 100000), default=32, show_default=True)
@@ -190,11 +190,15 @@ def convert(ctx, source, output, wbits, abits, granularity, group_size, method, 
             mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
             labels_file, task_params, embed_bits, zero_mode, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package, or a GGUF LLM to an LLM package
-    (lossless unless --wbits; --group-size defaults to 32 and --compress to none for GGUF)."""
+    (lossless unless --wbits; --group-size defaults to 32 and --compress to none for GGUF), or a BEV
+    ONNX from `edgert bev train` to one package of its stages (--calib: a recording)."""
     from edgert.cli.convert_gguf import convert_gguf_source, is_gguf
 
     if is_gguf(source):
         return convert_gguf_source(ctx, source, output, dict(ctx.params))
+    from edgert.cli.convert_bev import convert_bev_source, is_bev_source
+    if is_bev_source(source):
+        return convert_bev_source(ctx, source, output, dict(ctx.params))
     if embed_bits is not None or ctx.get_parameter_source("zero_mode") != click.core.ParameterSource.DEFAULT:
         raise CliError("--embed-bits / --zero apply to GGUF models only")
     from converters.convert import convert as run_convert

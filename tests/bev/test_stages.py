@@ -65,7 +65,7 @@ def test_bad_model_files_are_refused(tmp_path, bev_onnx):
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07 not protobuf at all" * 10)
     with pytest.raises(InputError, match="not a readable ONNX|no edgert.bev.stages"):
         load_stages(tmp_path / "junk.onnx")
-    with pytest.raises(InputError, match="packages of BEV models are not supported yet"):
+    with pytest.raises(InputError, match="not a BEV model"):
         load_stages(tmp_path / "bev.pkg")
     with pytest.raises(InputError, match="another rig"):
         load_stages(bev_onnx[0], nuscenes_like_rig(64, 48))
