@@ -13,6 +13,12 @@ samples with its own carried BEV state.
 The result is fp32 weights already on the W`wbits` grid (`snap_weights`), so a converter quantizing
 per output channel with max-abs symmetric scales reproduces them exactly; the activation ranges used
 in training are returned for the converter's calibration to start from.
+
+Measured (2 CPU cores, from the 20-minute fp32 model, held-out world 9999, 96 samples, simulated
+W4A6 in JAX): full fp32 mIoU 0.511, PTQ (calibrated ranges, no fine-tune) 0.496, this QAT after a
+3-minute budget (53 steps at lr 3e-4) 0.478; small 0.400 / 0.389 / 0.388.  So a short QAT at this lr
+does not beat PTQ yet: the lr is likely too high for a converged model (fp32 training ends at 1e-4);
+try lr 5e-5 and a longer budget before relying on it.
 """
 from __future__ import annotations
 
