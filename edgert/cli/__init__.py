@@ -181,6 +181,11 @@ def main() -> None:
               help="GGUF: requantize the token embedding to this many bits (default: keep it lossless)")
 @click.option("--zero", "zero_mode", type=click.Choice(["int", "float"]), default="int", show_default=True,
               help="GGUF requantization: integer zero point per group, or an fp16 group minimum (Q4_1's form)")
+@click.option("--distill", type=click.Choice(["none", "view-guided"]), default="none", show_default=True,
+              help="BEV: QD-BEV's view-guided distillation (image + BEV feature distillation from the fp32 "
+                   "model) as a quantization-aware fine-tune on the --calib recording before conversion")
+@click.option("--distill-minutes", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+              help="BEV: the distillation's wall-clock budget")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.pass_context
@@ -188,7 +193,7 @@ def convert(ctx, source, output, wbits, abits, granularity, group_size, method, 
             observer, calib_dir,
             calib_random, calib_count, layer_bits, keep_float, size, input_shape, pad_multiple,
             mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
-            labels_file, task_params, embed_bits, zero_mode, quiet, as_json):
+            labels_file, task_params, embed_bits, zero_mode, distill, distill_minutes, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package, or a GGUF LLM to an LLM package
     (lossless unless --wbits; --group-size defaults to 32 and --compress to none for GGUF), or a BEV
     ONNX from `edgert bev train` to one package of its stages (--calib: a recording)."""
@@ -199,6 +204,8 @@ def convert(ctx, source, output, wbits, abits, granularity, group_size, method, 
     from edgert.cli.convert_bev import convert_bev_source, is_bev_source
     if is_bev_source(source):
         return convert_bev_source(ctx, source, output, dict(ctx.params))
+    if distill != "none":
+        raise CliError("--distill applies to BEV models (an ONNX from `edgert bev train`)")
     if embed_bits is not None or ctx.get_parameter_source("zero_mode") != click.core.ParameterSource.DEFAULT:
         raise CliError("--embed-bits / --zero apply to GGUF models only")
     from converters.convert import convert as run_convert

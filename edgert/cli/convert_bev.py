@@ -61,5 +61,41 @@ def convert_bev_source(ctx: click.Context, source: Path, output: Path, params: d
         calib_dir=params["calib_dir"], calib_count=params["calib_count"],
         observer=params["observer"] or "minmax", compress=params["compress"], signing_key=signing_key,
         progress=not quiet, log=None if quiet else (lambda m: click.echo("  " + m, err=True)))
+    if params.get("distill", "none") == "view-guided":
+        source = _distilled(source, output, params, opts.log)
     report = convert_bev(source, output, opts)
     click.echo(json.dumps(report.to_json(), indent=2) if params["as_json"] else report.format_table())
+
+
+def _distilled(source: Path, output: Path, params: dict, log) -> Path:
+    """QD-BEV view-guided distillation (zoo/bev/qat.py: W/A fake quantization, task loss + image- and
+    BEV-feature MSE against the fp32 model) on the --calib recording; the fine-tuned weights (already
+    on the weight grid) are exported next to the output and converted from there."""
+    from edgert.bev.recording import Recording
+    from edgert.cli import CliError
+
+    if params["calib_dir"] is None:
+        raise CliError("--distill view-guided trains on the --calib recording: give --calib DIR")
+    try:
+        from zoo.bev.export import META_RIG, export_onnx, params_from_onnx
+        from zoo.bev.qat import QatOptions, qat
+    except ImportError as e:
+        raise CliError(f"--distill needs the `train` extra (jax, optax): {e.name} is missing") from None
+    import onnx
+
+    from edgert.bev.rig import Rig
+    rec = Recording(params["calib_dir"])
+    model = onnx.load(str(source))
+    meta = {m.key: m.value for m in model.metadata_props}
+    rig = Rig.from_json(json.loads(meta[META_RIG])) if META_RIG in meta else rec.rig
+    if rig != rec.rig:
+        raise CliError(f"--calib {params['calib_dir']} was recorded with another rig calibration than the model's")
+    fp32 = params_from_onnx(model)
+    qo = QatOptions(wbits=params["wbits"] or 4, abits=params["abits"] or 8, minutes=params["distill_minutes"],
+                    lr=5e-5, eval_samples=0)
+    tuned, report = qat(fp32, qo, sources=[rec], log=log)
+    out = output.with_name(output.stem + ".distilled.onnx")
+    export_onnx(tuned, rig, out)
+    if log:
+        log(f"view-guided distillation: {report.steps} steps in {report.seconds:.0f} s -> {out}")
+    return out

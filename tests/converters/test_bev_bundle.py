@@ -240,3 +240,50 @@ def test_running_a_package_needs_no_onnx_nor_converter_code(work):
                .stdout.split())
     assert "onnxruntime" in mods
     assert not (mods & {"onnx", "converters", "zoo", "jax", "tqdm"})
+
+
+@pytest.mark.slow
+def test_convert_with_view_guided_distillation(work, tmp_path):
+    """`edgert convert bev.onnx --distill view-guided --calib seq/`: fine-tuned weights land on the W4
+    grid (exported beside the output), and the package converts and runs."""
+    from click.testing import CliRunner
+
+    from edgert.cli import main
+    from zoo.bev.export import params_from_onnx
+
+    from edgert.bev.recording import RecordOptions, record
+    from edgert.bev.world import World, WorldOptions
+
+    d, onnx_path, short, _, _ = work
+    seq = tmp_path / "seq"                                  # training clips are 12 samples: record 1.5 s
+    record(World(nuscenes_like_rig(), WorldOptions(seed=5)), seq, RecordOptions(seconds=1.5))
+    out = tmp_path / "d.pkg"
+    r = CliRunner().invoke(main, ["convert", str(onnx_path), "-o", str(out), "--wbits", "4", "--abits", "6",
+                                  "--calib", str(seq), "--distill", "view-guided", "--distill-minutes", "0.1",
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    tuned = params_from_onnx(tmp_path / "d.distilled.onnx")
+    w = tuned["full"]["backbone"][0]["w"].reshape(tuned["full"]["backbone"][0]["w"].shape[0], -1)
+    scale = np.abs(w).max(1, keepdims=True) / 7            # symmetric 4-bit per output channel
+    assert np.allclose(w / scale, np.round(w / scale), atol=1e-3)
+    st = load_stages(out, nuscenes_like_rig())
+    rec, s0, _ = _sample(seq)
+    grid, _, _ = st.heads(st.fuse(st.backbone(s0.frames, list(range(6)), "full"), list(range(6)), None, None,
+                                  "full"), "full")
+    assert grid.shape == (100, 100)
+    # the 0.5 s recording is too short for a training clip: one clear line
+    r = CliRunner().invoke(main, ["convert", str(onnx_path), "-o", str(tmp_path / "e.pkg"), "--calib", str(short),
+                                  "--distill", "view-guided", "--distill-minutes", "0.1"])
+    assert r.exit_code == 2 and "training clips are 12" in r.output, r.output
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--distill", "view-guided"], "trains on the --calib recording"),
+])
+def test_distill_needs_a_recording(work, tmp_path, extra, match):
+    from click.testing import CliRunner
+
+    from edgert.cli import main
+
+    r = CliRunner().invoke(main, ["convert", str(work[1]), "-o", str(tmp_path / "x.pkg"), *extra])
+    assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output, r.output

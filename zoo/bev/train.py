@@ -155,6 +155,10 @@ def render_pool(sources: list[SampleSource], n_samples: int, clip_len: int, seed
     for c in range(n_clips):
         src = sources[c % len(sources)]
         n_avail = len(src) if hasattr(src, "__len__") else int(ROUTE_SECONDS * getattr(src, "rate_hz", 12))
+        if n_avail < clip_len:
+            raise ConversionError(f"{getattr(src, 'path', 'a training source')} has {n_avail} samples; training "
+                                  f"clips are {clip_len} consecutive samples (record at least "
+                                  f"{clip_len / getattr(src, 'rate_hz', 12):.1f} s)")
         start = int(rng.integers(0, max(1, n_avail - clip_len)))
         for i in range(start, start + clip_len):
             s = src.sample(i)
