@@ -85,9 +85,10 @@ python -c "from pydoc_data.topics import topics; print('\n\n'.join(topics[k] for
 edgert train-heads "$OUT/smol.pkg" --corpus "$OUT/corpus.txt" -o "$OUT/smol-spec.pkg" --heads 3 --minutes 0.5 \
     --positions 512 --early-exit-minutes 0.3
 edgert generate "$OUT/smol-spec.pkg" "Explain BEV perception." --chat --max-tokens 32 --speculate tree --json
-echo "== streaming BEV: a synthetic 6-camera drive, a 1-minute model (real ones: --minutes 25), four policies"
+echo "== streaming BEV: a synthetic 6-camera drive, a 1-minute model (real ones: --minutes 25), W4A6 package, four policies"
 rm -rf "$OUT/bev-seq"
 edgert bev record --out "$OUT/bev-seq" --seconds 3 --seed 3
 edgert bev train --out "$OUT/bev.onnx" --minutes 1 --eval-samples 24
-edgert bev run "$OUT/bev.onnx" --source "$OUT/bev-seq" --policy all --speed-factor 4 --report "$OUT/bev-report"
+edgert convert "$OUT/bev.onnx" -o "$OUT/bev.pkg" --wbits 4 --abits 6 --calib "$OUT/bev-seq" --quiet
+edgert bev run "$OUT/bev.pkg" --source "$OUT/bev-seq" --policy all --speed-factor 4 --report "$OUT/bev-report"
 echo "demo done: outputs in $OUT/ (the annotated OCR video is $OUT/ocr-annotated.mp4)"

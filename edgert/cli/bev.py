@@ -105,9 +105,15 @@ def info_cmd(recording: Path, check: bool, as_json: bool) -> None:
               help="stream at most this much (default: a whole recording, 20 s of synthetic)")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
               help="write latency / staleness / accuracy plots and session.json here")
+@click.option("--mqtt", "mqtt_url", default=None, help="publish telemetry to this broker, e.g. mqtt://host:1883")
+@click.option("--fleet", default="default", show_default=True)
+@click.option("--device-id", default=None, help="device name in telemetry topics (default: host name)")
+@click.option("--spool", type=click.Path(path_type=Path), default=None,
+              help="telemetry spool file (SQLite; default: a temporary one)")
 @click.option("--json", "as_json", is_flag=True)
 def run_cmd(model: str, source: str, policies: str, budget_ms: float, speed_factor: float, seconds: float | None,
-            report_dir: Path | None, as_json: bool) -> None:
+            report_dir: Path | None, mqtt_url: str | None, fleet: str, device_id: str | None, spool: Path | None,
+            as_json: bool) -> None:
     """Stream a rig through a BEV model under one or more scheduling policies and score the outputs
     the way streaming AP does (the latest output available at every ground-truth time)."""
     from edgert.cli import CliError
@@ -132,7 +138,14 @@ def run_cmd(model: str, source: str, policies: str, budget_ms: float, speed_fact
     if not as_json:
         click.echo(f"{len(samples)} samples from {source} at {src.fps:g} Hz; budget {budget_ms:g} ms, "
                    f"speed factor {speed_factor:g}, model {model}")
-    res = run_session(samples, make_stages, opts, rig=src.rig, on_policy=show)
+    telemetry = _open_telemetry(mqtt_url, fleet, device_id, spool, model) if mqtt_url else None
+    try:
+        res = run_session(samples, make_stages, opts, rig=src.rig, on_policy=show)
+        if telemetry is not None:
+            _publish(telemetry, res)
+    finally:
+        if telemetry is not None:
+            telemetry.close()
     if report_dir is not None:
         from scheduler.report import write_report
         files = write_report(res, report_dir)
@@ -209,3 +222,39 @@ def train_cmd(data: tuple[Path, ...], out: Path, minutes: float, steps: int | No
         click.echo(f"  held-out world {eval_seed} ({r.samples} samples), {v}: BEV mIoU {r.miou:.3f} "
                    f"(without temporal fusion {r.miou_no_temporal:.3f}), detection recall {r.det_recall:.2f} "
                    f"precision {r.det_precision:.2f}")
+
+
+def _open_telemetry(url: str, fleet: str, device_id: str | None, spool: Path | None, model: str):
+    """The run pipeline's telemetry path (edgert.telemetry.run_link: spool, recorder, QoS-1 link)."""
+    from types import SimpleNamespace
+
+    from edgert.eval.submission import sha256_file
+    from edgert.telemetry.run_link import RunTelemetry
+
+    p = Path(model)
+    app = SimpleNamespace(file_sha256=sha256_file(p) if p.is_file() else "0" * 64,
+                          backend="oracle" if model == "oracle" else "ort")
+    return RunTelemetry.open(url, fleet, device_id, spool, p if p.is_file() else Path(__file__), app)
+
+
+def _publish(telemetry, res) -> None:
+    """One telemetry record per output (its stage window on the run's clock, anchored now) and one
+    `bev_summary` event per policy with its streaming metrics."""
+    import time as _time
+
+    now_ns = _time.time_ns()
+    for name, run in res.runs.items():
+        if run.outputs:
+            t0 = run.outputs[0].backbone_start_us
+            base = now_ns - (run.outputs[-1].finish_us - t0) * 1000
+            for o in run.outputs:
+                telemetry.recorder.record(base + (o.backbone_start_us - t0) * 1000, base + (o.finish_us - t0) * 1000)
+        m = res.metrics[name]
+        detail = {"policy": name, "speed_factor": m.speed_factor, "budget_ms": m.budget_ms,
+                  "streaming_iou": round(m.streaming.iou_mean, 4), "streaming_ap": round(m.streaming.ap_mean, 4),
+                  "deadline_miss_rate": round(m.deadline_miss_rate, 4),
+                  "staleness_ms_mean": round(m.staleness_ms_mean, 1), "latency_ms_p50": round(m.latency_ms_p50, 1),
+                  "latency_ms_p99": round(m.latency_ms_p99, 1), "frames_dropped": m.frames_dropped,
+                  "frames_total": m.frames_total}
+        telemetry.recorder.event("bev_summary", True, f"bev run {name}: streaming IoU {m.streaming.iou_mean:.3f}",
+                                 detail={k: v for k, v in detail.items() if v == v})

@@ -65,3 +65,25 @@ def test_run_oracle_all_policies_with_report(bev_seq, tmp_path):
 def test_run_bad_input_is_one_line(args, match):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output, r.output
+
+
+def test_run_publishes_telemetry_over_mqtt(bev_seq, tmp_path, mosquitto):
+    import time
+
+    from mqtt_collector import Collector
+
+    d, _ = bev_seq
+    with Collector(mosquitto.port) as col:
+        r = CliRunner().invoke(main, ["bev", "run", "oracle", "--source", str(d), "--policy", "latest,deadline",
+                                      "--mqtt", f"mqtt://127.0.0.1:{mosquitto.port}", "--fleet", "lab",
+                                      "--device-id", "car-01", "--spool", str(tmp_path / "spool.db")])
+        assert r.exit_code == 0, r.output
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if len([p for p in col.of("event") if p.get("event") == "bev_summary"]) >= 2:
+                break
+            time.sleep(0.1)
+    assert col.of("birth") and col.of("birth")[0]["device"] == "car-01"
+    summaries = [p for p in col.of("event") if p.get("event") == "bev_summary"]
+    assert {s["detail"]["policy"] for s in summaries} == {"latest", "deadline"}
+    assert all(0 <= s["detail"]["streaming_iou"] <= 1 for s in summaries)
