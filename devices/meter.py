@@ -239,6 +239,10 @@ class EnergyMeter:
         pt = pa + (pb - pa) * frac
         return self._e[a] + (pa + pt) / 2 * (t - T[a]) * _MW_NS_TO_J
 
+    def now_ns(self) -> int:
+        """The meter's clock now (window edges for energy_j are on this clock)."""
+        return self._clock_ns()
+
     def energy_j(self, t0_ns: int, t1_ns: int) -> float:
         """Energy in joules between two clock_ns() readings."""
         if t1_ns < t0_ns:

@@ -61,7 +61,11 @@ def take(samples: Iterable[RigSample], seconds: float | None, rate_hz: float) ->
 
 
 def run_session(samples: list[RigSample], make_stages: StagesFactory, options: SessionOptions,
-                rig=None, on_policy: Callable[[str, StreamMetrics], None] | None = None) -> SessionResult:
+                rig=None, on_policy: Callable[[str, StreamMetrics], None] | None = None,
+                meter=None) -> SessionResult:
+    """`meter`: a started devices.meter.EnergyMeter (a real power sensor); each policy's run is metered
+    as a whole and reported as energy per output (the stages really run; the speed factor stretches
+    only the virtual clock, so this is the energy of the work done, not of an emulated device)."""
     events = [f"sample {s.index}: {e}" for s in samples for e in s.events]
     offline = None
     if options.offline_reference:
@@ -69,10 +73,23 @@ def run_session(samples: list[RigSample], make_stages: StagesFactory, options: S
                              StreamOptions(budget_ms=1e9, speed_factor=1.0, rig=rig))
     metrics, runs = {}, {}
     for name in options.policies:
+        t0 = meter.now_ns() if meter is not None else 0
         res = run_stream(samples, make_stages(samples), make_policy(name),
                          StreamOptions(budget_ms=options.budget_ms, speed_factor=options.speed_factor, rig=rig))
+        energy_mj = _energy_mj(meter, t0)
         runs[name] = res
-        metrics[name] = evaluate(res, offline)
+        metrics[name] = evaluate(res, offline, energy_mj=energy_mj)
         if on_policy:
             on_policy(name, metrics[name])
     return SessionResult(metrics, runs, offline, len(samples), events)
+
+
+def _energy_mj(meter, t0_ns: int) -> float | None:
+    if meter is None:
+        return None
+    from edgert.errors import SensorError
+    meter.sample()                                 # close the window with a fresh sample
+    try:
+        return meter.energy_j(t0_ns, meter.now_ns()) * 1000.0
+    except SensorError:
+        return None

@@ -140,7 +140,13 @@ def run_cmd(model: str, source: str, policies: str, budget_ms: float, speed_fact
                    f"speed factor {speed_factor:g}, model {model}")
     telemetry = _open_telemetry(mqtt_url, fleet, device_id, spool, model) if mqtt_url else None
     try:
-        res = run_session(samples, make_stages, opts, rig=src.rig, on_policy=show)
+        from edgert.cli.run import _open_meter
+        meter = _open_meter()
+        try:
+            res = run_session(samples, make_stages, opts, rig=src.rig, on_policy=show, meter=meter)
+        finally:
+            if meter is not None:
+                meter.stop()
         if telemetry is not None:
             _publish(telemetry, res)
     finally:
@@ -176,7 +182,8 @@ def _metrics_line(name: str, m) -> str:
     ref = f" (offline IoU {off.iou_mean:.3f} AP {off.ap_mean:.3f})" if off else ""
     return (f"  {name:15s} streaming IoU {s.iou_mean:.3f} AP {s.ap_mean:.3f}{ref}  miss {m.deadline_miss_rate:.1%}  "
             f"stale {m.staleness_ms_mean:.0f} ms ({m.staleness_frames_mean:.1f} frames)  "
-            f"latency p50 {m.latency_ms_p50:.0f} p99 {m.latency_ms_p99:.0f} ms  dropped {m.frames_dropped}/{m.frames_total}")
+            f"latency p50 {m.latency_ms_p50:.0f} p99 {m.latency_ms_p99:.0f} ms  dropped {m.frames_dropped}/{m.frames_total}"
+            + (f"  {m.energy_per_output_mj:.1f} mJ/output" if m.energy_per_output_mj is not None else ""))
 
 
 @bev.command("train")
