@@ -7,6 +7,11 @@ forgotten weighted least-squares fit (forgetting lets it follow thermal throttli
 processes), and a window of prediction ratios (measured / predicted, taken before each update, so they
 are honest out-of-sample errors) whose upper quantile turns the mean into a conservative estimate.
 
+The first `warmup` observations of a key stand in only until the next one arrives: a session's
+first run pays one-off costs (ONNX Runtime allocates its arena and picks kernels; the BEV package's
+first fuse measured 1.3-1.5x its steady state), and a fit anchored on it makes the policy shun that
+variant for good.
+
 Until a key has seen two distinct camera counts the slope is not identifiable; the fit then splits
 the mean between intercept and per-camera cost by `prior_intercept_share` (an assumption about the
 shape, not about the speed).  A key never measured falls back to another variant of the same stage.
@@ -28,6 +33,7 @@ class LatencyOptions:
     window: int = 64                  # prediction ratios kept for the quantile
     min_ratios: int = 5               # below this, the conservative estimate uses the worst ratio seen
     prior_intercept_share: float = 0.25
+    warmup: int = 1                   # first observations per key replaced by the next (one-off start-up cost)
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.forgetting <= 1.0:
@@ -45,6 +51,7 @@ class _Fit:
     sxx: float = 0.0
     sxy: float = 0.0
     count: int = 0
+    last_seen: int = 0                 # the model's observation counter at this key's latest observation
     xs_seen: set[int] = field(default_factory=set)
     ratios: deque = field(default_factory=deque)
 
@@ -71,18 +78,30 @@ class LatencyModel:
     def __init__(self, options: LatencyOptions | None = None):
         self.options = options or LatencyOptions()
         self._fits: dict[tuple[str, str], _Fit] = {}
+        self.observations = 0
 
     def observe(self, stage: str, variant: str, n_cams: int, latency_ms: float) -> None:
         if latency_ms < 0 or not np.isfinite(latency_ms):
             raise InputError(f"latency of {stage}/{variant} must be finite and >= 0, got {latency_ms}")
-        fit = self._fits.setdefault((stage, variant), _Fit())
-        if fit.count:
+        self.observations += 1
+        fit = self._fits.get((stage, variant))
+        if fit is None or fit.count <= self.options.warmup:
+            # nothing yet, or only start-up measurements: this one replaces them (no ratio: the
+            # start-up one predicts nothing)
+            fit = self._fits[(stage, variant)] = _Fit(count=fit.count if fit else 0)
+        else:
             mean = self._mean(fit, n_cams)
             if mean > 0:
                 fit.ratios.append(latency_ms / mean)
                 while len(fit.ratios) > self.options.window:
                     fit.ratios.popleft()
         fit.add(float(n_cams), float(latency_ms), self.options.forgetting)
+        fit.last_seen = self.observations
+
+    def since(self, stage: str, variant: str) -> int | None:
+        """How many observations (of any key) arrived since this key's latest; None if never measured."""
+        fit = self._fits.get((stage, variant))
+        return None if fit is None else self.observations - fit.last_seen
 
     def known(self, stage: str, variant: str) -> bool:
         return (stage, variant) in self._fits

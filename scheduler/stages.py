@@ -27,6 +27,10 @@ class BevStages(Protocol):
     """A BEV model as three stages.  Camera indices are in rig order (edgert.bev.rig.Rig.cameras)."""
 
     variants: tuple[str, ...]          # full first, then cheaper ones, e.g. ("full", "small")
+    # Optional (read with getattr, default True): whether `fuse` of one variant can take another
+    # variant's BEV state as `prev_bev`.  A real model's variants have different BEV grids and
+    # channels, so switching variant is a reset: the scheduler must know what a switch throws away.
+    # variants_share_state: bool
 
     def backbone(self, images: list[np.ndarray], cams: list[int], variant: str) -> object:
         """Per-camera image features of `images` [(H, W, 3) uint8 RGB], one per index in `cams`."""

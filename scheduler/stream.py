@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -37,7 +37,7 @@ from scheduler.latency import LatencyModel, LatencyOptions
 from scheduler.policies.base import Pending, Policy, Run, Rung, SchedulerView, Skip, Wait
 from scheduler.priority import camera_priority
 from scheduler.records import Fate, FrameRecord, OutputRecord, StreamResult
-from scheduler.stages import BevStages, DeclaresQuality, Motion
+from scheduler.stages import BevStages, DeclaresCost, DeclaresQuality, Motion
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class _Executor:
         self.stages, self.policy, self.opts = stages, policy, opts
         self.rig = opts.rig or nuscenes_like_rig()
         self.timer = StageTimer(stages, opts.speed_factor)
-        self.latency = LatencyModel(opts.latency)
+        # declared costs (simulations) are not timed, so they carry no start-up cost to discard
+        self.latency = LatencyModel(replace(opts.latency, warmup=0) if isinstance(stages, DeclaresCost) else opts.latency)
         self.budget_us = round(opts.budget_ms * 1000)
         self._source: Iterator[RigSample] = iter(samples)
         self._lookahead: RigSample | None = None
@@ -96,6 +97,7 @@ class _Executor:
         self.cam_refreshed: list[int | None] = []
         self.cam_refreshed_t_us: list[int | None] = []
         self.cam_refreshed_variant: list[str | None] = []
+        self.variants_share_state = bool(getattr(stages, "variants_share_state", True))
         self.variant_quality = tuple(stages.declared_quality(v) if isinstance(stages, DeclaresQuality) else None
                                      for v in stages.variants)
 
@@ -190,7 +192,8 @@ class _Executor:
             bev_free_us=self._bev_free_estimate(now),
             has_prev_output=bool(self.outputs) and self.outputs[0].finish_us <= now, latency=self.latency,
             cam_refreshed_t_us=tuple(self.cam_refreshed_t_us), cam_refreshed_variant=tuple(self.cam_refreshed_variant),
-            variant_quality=self.variant_quality)
+            variant_quality=self.variant_quality, variants_share_state=self.variants_share_state,
+            last_variant=self._last_job[0] if self._last_job else None)
 
     def _bev_free_estimate(self, now: int) -> int:
         """When the BEV lane will be free, as the scheduler itself could know it: the real finish once
@@ -254,9 +257,10 @@ class _Executor:
         self._observe_at(b_end, "backbone", v, k, feats.cost_us)
         self._observe_at(f_start + bev.cost_us, "fuse", v, k, bev.cost_us)
         self._observe_at(finish, "heads", v, k, heads.cost_us)
+        switched = self._last_job is not None and self._last_job[0] != v and not self.variants_share_state
         self.f_start, self.f_free, self._last_job = f_start, finish, (v, k)
         self.prev = _Prev(bev.value, s)
-        if prev_bev is None:                     # a reset: sectors not refreshed now are empty
+        if prev_bev is None or switched:         # a reset: sectors not refreshed now are empty
             self.cam_refreshed = [None] * len(s.frames)
             self.cam_refreshed_t_us = [None] * len(s.frames)
             self.cam_refreshed_variant = [None] * len(s.frames)
@@ -266,7 +270,7 @@ class _Executor:
         out = BevOutput(grid, boxes, scores, s.t_us, s.pose)
         captured = p.ready_at_us(cams)           # the deadline counts from here (SchedulerView.deadline_us)
         self.outputs.append(OutputRecord(out, s.index, s.t_us, captured, b_start, f_start, finish, v, cams, run.rung,
-                                         prev_bev is not None and k < len(s.frames),
+                                         prev_bev is not None and not switched and k < len(s.frames),
                                          self.policy.forecast_outputs, finish <= captured + self.budget_us))
         self.frames[p.index] = FrameRecord(p.index, p.t_us, Fate.PROCESSED, run.rung)
         return max(b_end, f_start)

@@ -50,6 +50,9 @@ class _Bev:
 class BevModelStages:
     """BevStages over ONNX Runtime sessions, one per declared stage entry."""
 
+    # each variant has its own BEV grid and channels: another variant's state is a reset in `fuse`
+    variants_share_state = False
+
     def __init__(self, sessions: dict[tuple[str, str], object], info: dict, rig: Rig, threads: int = 1):
         self.sessions, self.info, self.rig = sessions, info, rig
         self.variants = tuple(v for v in ("full", "small") if (v, "backbone") in sessions) or \

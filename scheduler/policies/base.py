@@ -62,6 +62,8 @@ class SchedulerView:
     cam_refreshed_t_us: tuple[int | None, ...] = ()     # per camera, that sample's reference time
     cam_refreshed_variant: tuple[str | None, ...] = ()  # and the variant that refreshed it
     variant_quality: tuple[float | None, ...] = ()      # per variant, declared offline accuracy (full = 1)
+    variants_share_state: bool = True      # False: fusing with another variant than the last resets the BEV
+    last_variant: str | None = None        # the variant of the latest fuse (None before any)
 
     def complete(self) -> list[Pending]:
         return [p for p in self.pending if p.complete_at_us <= self.now_us]

@@ -70,6 +70,8 @@ class Deadline(Policy):
         staleness_scale_ms: float = 250.0   # freshness 1 / (1 + age / scale): halved at this age
         small_quality: float = 0.7          # a smaller variant's relative accuracy when the stages declare none
         warp_keep: float = 0.75             # accuracy a reused sector keeps per extra ego-motion warp
+        probe_samples: int = 1              # fewer fuse measurements than this past start-up: the cost is a guess
+        reprobe_after: int = 180            # observations (3 per output, ~5 s at 12 Hz) after which a cost is stale
 
     def __init__(self, options: "Deadline.Options"):
         self.options = options
@@ -83,23 +85,48 @@ class Deadline(Policy):
         full = runs[0] if runs[0].rung is Rung.FULL else None
         if not view.latency.known("backbone", view.variants[0]):
             return full or runs[0]                           # nothing measured yet: learn the full cost
-        untried = [r for r in runs if not view.latency.known("backbone", r.variant)]
+        # a variant measured only at start-up (scheduler/latency.py: warmup) is as good as untried:
+        # its one figure includes one-off costs
+        untried = [r for r in runs if view.latency.samples("backbone", r.variant) <= view.latency.options.warmup]
         scored = [(self.expected_accuracy(view, target, r), -i, r) for i, r in enumerate(runs)
                   if view.latency.known("backbone", r.variant)]
         feasible = [x for x in scored if self._fits(view, target, x[2])]
+        if full is not None and not any(r is full for _, _, r in feasible) and self._should_probe(view, target, full):
+            return full
         if feasible:
             return max(feasible)[2]
         if untried:
             return untried[0]                                # nothing known fits: maybe the unknown does
-        # nothing fits: late beats none, so run the configuration that finishes first (it also frees
-        # the lanes soonest, so the next frame can fit again), unless keeping the previous output is
-        # predicted to score better
+        # nothing fits the deadline conservatively: late beats none.  When some configuration fits on
+        # its mean estimate, run the one that finishes first (the likeliest to make it, and it frees
+        # the lanes soonest so the next frame can fit again).  When none does, every choice is late
+        # anyway: run the one with the best expected accuracy (which counts its lateness and how long
+        # it holds the lanes) — with a model whose fusion costs the same for any camera count,
+        # refreshing one camera saves little time and loses most of the BEV.  Either way, keep the
+        # previous output instead when forecasting it is predicted to score better.
         finish = {id(r): view.predict_finish_us(target, r.cams, r.variant, self.options.conservative)
                   for _, _, r in scored}
-        score, _, cheapest = min(scored, key=lambda x: (finish[id(x[2])], -x[0], -x[1]))
+        likely = [x for x in scored if self._fits(view, target, x[2], conservative=False)]
+        if likely:
+            score, _, pick = min(likely, key=lambda x: (finish[id(x[2])], -x[0], -x[1]))
+        else:
+            score, _, pick = max(scored)
         if self._may_forecast(view) and self.forecast_accuracy(view, target) > score:
             return Skip(target.index, Rung.FORECAST)
-        return cheapest
+        return pick
+
+    def _should_probe(self, view: SchedulerView, p: Pending, full: Run) -> bool:
+        """Run the full configuration although its conservative estimate misses the deadline, when
+        its mean estimate fits and that estimate rests on few or old measurements: one noisy or
+        start-up measurement (or a load spike long gone) must not lock the best configuration out
+        for the rest of the drive, since a policy that never runs it can never learn it fits."""
+        lat, v = view.latency, full.variant
+        since = lat.since("fuse", v)
+        uncertain = lat.samples("fuse", v) < lat.options.warmup + self.options.probe_samples or (since or 0) > self.options.reprobe_after
+        if not uncertain:
+            return False
+        finish = view.predict_finish_us(p, full.cams, v)
+        return finish is not None and finish + self.options.margin_ms * 1000 <= view.deadline_us(p, full.cams)
 
     def _may_forecast(self, view: SchedulerView) -> bool:
         return Rung.FORECAST in self.options.ladder and self.options.forecast and view.has_prev_output
@@ -141,8 +168,9 @@ class Deadline(Policy):
         rest.sort(key=lambda c: (view.cam_refreshed[c] is not None, view.cam_refreshed[c] or 0, ranked.index(c)))
         return tuple(sorted(head + rest[:k - 1]))
 
-    def _fits(self, view: SchedulerView, p: Pending, run: Run) -> bool:
-        finish = view.predict_finish_us(p, run.cams, run.variant, self.options.conservative)
+    def _fits(self, view: SchedulerView, p: Pending, run: Run, conservative: bool | None = None) -> bool:
+        conservative = self.options.conservative if conservative is None else conservative
+        finish = view.predict_finish_us(p, run.cams, run.variant, conservative)
         return finish is not None and finish + self.options.margin_ms * 1000 <= view.deadline_us(p, run.cams)
 
     # -- expected streaming accuracy ---------------------------------------------------------------
@@ -192,6 +220,8 @@ class Deadline(Policy):
                 variant = view.cam_refreshed_variant[c] if c < len(view.cam_refreshed_variant) else None
                 if t_src is None:
                     continue
+                if variant != run.variant and not view.variants_share_state:
+                    continue                                 # fusing another variant resets the BEV
             total += self.quality(view, variant) * self.freshness(q1 - t_src + extra_us) * self._rewarps(view, p, t_src)
         return total / max(1, n)
 

@@ -54,3 +54,26 @@ def test_rejects_nonsense():
         LatencyModel().observe("fuse", "full", 6, float("nan"))
     with pytest.raises(InputError, match="forgetting"):
         LatencyOptions(forgetting=1.5)
+
+
+def test_first_measurement_is_warmup_and_replaced():
+    # a session's first run pays one-off costs; the next measurement replaces it
+    m = LatencyModel(LatencyOptions(warmup=1))
+    m.observe("fuse", "full", 6, 100.0)
+    assert m.predict_ms("fuse", "full", 6) == pytest.approx(100.0)
+    m.observe("fuse", "full", 6, 40.0)
+    assert m.predict_ms("fuse", "full", 6) == pytest.approx(40.0)
+    assert m.predict_ms("fuse", "full", 6, conservative=True) == pytest.approx(40.0)
+    m.observe("fuse", "full", 6, 40.0)
+    assert m.samples("fuse", "full") == 3
+    assert m.since("fuse", "full") == 0
+    m.observe("heads", "full", 6, 5.0)
+    assert m.since("fuse", "full") == 1 and m.since("fuse", "small") is None
+
+
+def test_flat_fuse_cost_is_learnt_from_two_camera_counts():
+    m = LatencyModel(LatencyOptions(warmup=0))
+    for k in (6, 1, 6, 1, 3):
+        m.observe("fuse", "full", k, 17.0)
+    a, b = m.coefficients("fuse", "full")
+    assert b == pytest.approx(0.0, abs=1e-6) and a == pytest.approx(17.0)

@@ -7,6 +7,7 @@ from bev_stream_helpers import make_stream, small_rig
 from scheduler.latency import LatencyModel
 from scheduler.metrics import evaluate
 from scheduler.policies import Pending, Rung, SchedulerView, Wait, make_policy
+from scheduler.policies.base import Run
 from scheduler.sim_stages import GroundTruthStages, OracleOptions
 from scheduler.stream import StreamOptions, run_stream
 
@@ -164,3 +165,25 @@ def test_deadline_prefers_the_configuration_with_better_expected_accuracy():
     worse = type(view)(**{**view.__dict__, "variant_quality": (0.5,)})
     assert pol.expected_accuracy(worse, p, pol.candidates(worse, p)[0]) == pytest.approx(full * 0.5)
     assert pol.freshness(0) == 1.0 and pol.freshness(250_000) == pytest.approx(0.5)
+
+
+def test_deadline_counts_no_reused_sector_across_a_variant_switch_that_resets():
+    # a real model's variants keep separate BEV states: fusing "small" after "full" starts from zero,
+    # so sectors last refreshed by "full" contribute nothing to a partial "small" refresh
+    pol = make_policy("deadline")
+    lat = LatencyModel()
+    for v in ("full", "small"):
+        for stage in ("backbone", "fuse", "heads"):
+            lat.observe(stage, v, 3, 5.0)
+    p = Pending(4, 400_000, (400_000,) * 3)
+    view = SchedulerView(now_us=400_000, pending=(p,), next_arrival_us=500_000, period_us=100_000,
+                         budget_us=100_000, variants=("full", "small"), cam_priority=(0, 1, 2),
+                         cam_refreshed=(3, 3, 3), bev_free_us=0, has_prev_output=True, latency=lat,
+                         cam_refreshed_t_us=(300_000,) * 3, cam_refreshed_variant=("full",) * 3,
+                         variant_quality=(1.0, 0.7))
+    part = Run(p.index, (0,), "small", Rung.SMALL)
+    shared = pol.expected_accuracy(view, p, part)
+    reset_view = SchedulerView(**{**view.__dict__, "variants_share_state": False})
+    reset = pol.expected_accuracy(reset_view, p, part)
+    alone = pol.expected_accuracy(view, p, Run(p.index, (0, 1, 2), "small", Rung.SMALL)) / 3
+    assert reset == pytest.approx(alone) and reset < shared
