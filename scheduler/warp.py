@@ -34,15 +34,8 @@ def invert_motion(motion: Motion) -> Motion:
 
 def source_cells(motion: Motion, grid: BevGrid) -> tuple[np.ndarray, np.ndarray]:
     """For every cell of the current grid, the fractional (row, col) it comes from in the previous
-    grid (pixel-centre coordinates: cell r spans [r − 0.5, r + 0.5]), each [size, size]."""
-    dx, dy, dyaw = motion
-    xy = grid.cell_centres()                         # current ego frame
-    c, s = math.cos(dyaw), math.sin(dyaw)
-    px = c * xy[..., 0] - s * xy[..., 1] + dx
-    py = s * xy[..., 0] + c * xy[..., 1] + dy
-    rows = (grid.half_m - px) / grid.cell_m - 0.5
-    cols = (grid.half_m - py) / grid.cell_m - 0.5
-    return rows, cols
+    grid (BevGrid.source_cells), each [size, size]."""
+    return grid.source_cells(motion)
 
 
 def warp_bev(bev: np.ndarray, motion: Motion, grid: BevGrid, *, interpolation: str = "nearest",

@@ -49,15 +49,11 @@ def warp_tables(grid: BevGrid, motion: tuple[float, float, float]) -> tuple[np.n
     `motion` = (dx, dy, dyaw): the current pose in the previous ego frame, i.e.
     `pose_now.relative_to(pose_prev)`.  Returns idx [P, 4] int32 into the flattened previous grid
     and weights [P, 4] float32 (taps outside the previous grid get weight 0: zero padding)."""
-    dx, dy, dyaw = motion
-    p = grid.cell_centres().reshape(-1, 2)
-    c, s = np.cos(dyaw), np.sin(dyaw)
-    q = np.stack([dx + c * p[:, 0] - s * p[:, 1], dy + s * p[:, 0] + c * p[:, 1]], -1)
-    rc = grid.to_cell(q) - 0.5                      # fractional index of cell centres
-    r0, c0 = np.floor(rc[:, 0]), np.floor(rc[:, 1])
-    ar, ac = rc[:, 0] - r0, rc[:, 1] - c0
-    idx = np.zeros((len(p), 4), np.int32)
-    w = np.zeros((len(p), 4), np.float32)
+    rows, cols = (a.reshape(-1) for a in grid.source_cells(motion))
+    r0, c0 = np.floor(rows), np.floor(cols)
+    ar, ac = rows - r0, cols - c0
+    idx = np.zeros((rows.size, 4), np.int32)
+    w = np.zeros((rows.size, 4), np.float32)
     for k, (dr, dc, bw) in enumerate(((0, 0, (1 - ar) * (1 - ac)), (0, 1, (1 - ar) * ac),
                                       (1, 0, ar * (1 - ac)), (1, 1, ar * ac))):
         r, cc = r0 + dr, c0 + dc

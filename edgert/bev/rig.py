@@ -114,6 +114,19 @@ class BevGrid:
         xx, yy = np.meshgrid(x, y, indexing="ij")
         return np.stack([xx, yy], -1)
 
+    def source_cells(self, motion: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Backward warp by ego motion: for every cell of the current grid, the fractional (row, col)
+        in the previous grid it comes from, each [size, size] (cell r spans [r - 0.5, r + 0.5]).
+        `motion` = (dx, dy, dyaw): the current pose in the previous ego frame (Pose.relative_to), so a
+        current point p sits at R(dyaw) p + (dx, dy) in the previous frame.  The one place this
+        geometry lives: the model's warp (edgert.bev.decode) and the scheduler's (scheduler.warp)."""
+        dx, dy, dyaw = motion
+        xy = self.cell_centres()
+        c, s = math.cos(dyaw), math.sin(dyaw)
+        px = c * xy[..., 0] - s * xy[..., 1] + dx
+        py = s * xy[..., 0] + c * xy[..., 1] + dy
+        return (self.half_m - px) / self.cell_m - 0.5, (self.half_m - py) / self.cell_m - 0.5
+
     def to_cell(self, xy: np.ndarray) -> np.ndarray:
         """Ego (x, y) [N, 2] -> fractional (row, col) [N, 2]."""
         xy = np.asarray(xy, np.float64).reshape(-1, 2)

@@ -71,3 +71,14 @@ def test_pose_transforms_are_inverse_and_relative_motion():
     dx, dy, dyaw = q.relative_to(p)
     assert np.allclose(p.to_world(np.array([[dx, dy]]))[0], (q.x, q.y))
     assert dyaw == pytest.approx(0.2)
+
+
+def test_source_cells_follow_the_pose_transform():
+    """A current cell's source position in the previous grid is the previous ego frame's view of the
+    same world point (Pose.relative_to / to_ego), for a turn plus a sideways and forward move."""
+    g = BevGrid(100, 0.5)
+    prev, now = Pose(3.0, 1.0, 0.3), Pose(5.5, 2.2, 0.45)
+    rows, cols = g.source_cells(now.relative_to(prev))
+    world = now.to_world(g.cell_centres().reshape(-1, 2))
+    expect = g.to_cell(prev.to_ego(world)) - 0.5
+    assert np.allclose(np.stack([rows.ravel(), cols.ravel()], -1), expect, atol=1e-9)
