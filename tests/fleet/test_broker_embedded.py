@@ -72,10 +72,11 @@ def test_missing_amqtt_names_the_extra(monkeypatch):
 
 
 def test_serve_forever_stops_cleanly_on_sigterm():
+    # the port is printed from on_ready, once serve_forever's signal handlers are in: printing it
+    # after start() and before serve_forever() left a window in which SIGTERM killed the process
     code = ("from edgert.fleet.broker import EmbeddedBroker\n"
-            "b = EmbeddedBroker(port=0).start()\n"
-            "print(b.port, flush=True)\n"
-            "b.serve_forever()\n"
+            "b = EmbeddedBroker(port=0)\n"
+            "b.serve_forever(on_ready=lambda: print(b.port, flush=True))\n"
             "print('stopped', flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
