@@ -120,3 +120,13 @@ def wait_for_complete(view: SchedulerView) -> Wait:
     if not view.pending:
         raise InputError("a policy was asked to decide with nothing pending")   # executor invariant
     return Wait(min(p.complete_at_us for p in view.pending))
+
+
+def newest_full_run(view: SchedulerView) -> "Run | Wait":
+    """The newest complete sample with all its cameras on the full variant, or the wait until one is
+    complete (latest's whole decision, and shrinking-tail's candidate)."""
+    complete = view.complete()
+    if not complete:
+        return wait_for_complete(view)
+    newest = complete[-1]
+    return Run(newest.index, newest.cams, view.variants[0])

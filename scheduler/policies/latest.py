@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scheduler.policies import register_policy
-from scheduler.policies.base import Decision, Policy, Run, SchedulerView, wait_for_complete
+from scheduler.policies.base import Decision, Policy, SchedulerView, newest_full_run
 
 
 @register_policy
@@ -23,8 +23,4 @@ class Latest(Policy):
         self.options = options
 
     def decide(self, view: SchedulerView) -> Decision:
-        complete = view.complete()
-        if not complete:
-            return wait_for_complete(view)
-        newest = complete[-1]
-        return Run(newest.index, newest.cams, view.variants[0])
+        return newest_full_run(view)

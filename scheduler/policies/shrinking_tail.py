@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from scheduler.policies import register_policy
-from scheduler.policies.base import Decision, Pending, Policy, Run, SchedulerView, Wait, wait_for_complete
+from scheduler.policies.base import Decision, Pending, Policy, Run, SchedulerView, Wait, newest_full_run
 
 
 @register_policy
@@ -28,11 +28,10 @@ class ShrinkingTail(Policy):
         self.options = options
 
     def decide(self, view: SchedulerView) -> Decision:
-        complete = view.complete()
-        if not complete:
-            return wait_for_complete(view)
-        newest = complete[-1]
-        run = Run(newest.index, newest.cams, view.variants[0])
+        run = newest_full_run(view)
+        if not isinstance(run, Run):
+            return run
+        newest = next(p for p in view.pending if p.index == run.index)
         finish_now = view.predict_finish_us(newest, newest.cams, run.variant)
         if finish_now is None or finish_now - view.now_us < self.options.min_runtime_frames * view.period_us:
             return run
