@@ -122,11 +122,14 @@ def _variant(g: _Graph, params: dict, net: M.BevNet) -> None:
     fm = g.op("Mul", [f"{v}/feat", m4], prefix=pre)
     mplane = g.op("Mul", [m4, g.const(pre + "ones", np.ones((1, 1, h, w), np.float32))], prefix=pre)
     aug = g.op("Concat", [fm, mplane], prefix=pre, axis=1)                                  # [n, C+1, h, w]
-    tr = g.op("Transpose", [aug], prefix=pre, perm=[1, 0, 2, 3])
-    flat = g.op("Reshape", [tr, g.const(pre + "flat_shape", np.array([c + 1, n * h * w], np.int64))], prefix=pre)
-    gat = g.op("Gather", [flat, g.const(pre + "view_idx", t.idx.astype(np.int32))], prefix=pre, axis=1)
-    wgt = g.op("Mul", [gat, g.const(pre + "view_w", t.weight.astype(np.float32))], prefix=pre)
-    red = g.op("ReduceSum", [wgt, g.const(pre + "axis2", np.array([2], np.int64))], prefix=pre, keepdims=0)
+    # rows of the gather are positions (axis 0): each index copies one contiguous row of C+1 features,
+    # 5x faster in onnxruntime than gathering scalars along axis 1 (17 -> ~3 ms for the full variant)
+    tr = g.op("Transpose", [aug], prefix=pre, perm=[0, 2, 3, 1])                         # [n, h, w, C+1]
+    flat = g.op("Reshape", [tr, g.const(pre + "flat_shape", np.array([n * h * w, c + 1], np.int64))], prefix=pre)
+    gat = g.op("Gather", [flat, g.const(pre + "view_idx", t.idx.astype(np.int32))], prefix=pre, axis=0)
+    wgt = g.op("Mul", [gat, g.const(pre + "view_w", t.weight.astype(np.float32)[:, :, None])], prefix=pre)
+    red = g.op("ReduceSum", [wgt, g.const(pre + "axis1", np.array([1], np.int64))], prefix=pre, keepdims=0)
+    red = g.op("Transpose", [red], prefix=pre, perm=[1, 0])                                # [C+1, P]
     num = g.op("Slice", [red, g.const(pre + "s0", np.array([0], np.int64)),
                          g.const(pre + "sc", np.array([c], np.int64)),
                          g.const(pre + "ax0", np.array([0], np.int64))], prefix=pre)
