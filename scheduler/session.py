@@ -1,5 +1,5 @@
-"""One `edgert bev run`: a rig source, a BEV model's stages, one or more policies on the virtual clock,
-the streaming metrics of each against an offline run of every frame, and optional plots / MQTT.
+"""One `edgert bev run`: a rig source, a BEV model's stages, one or more policies on the virtual clock
+(or, `realtime`, on real threads against the wall clock: scheduler/live.py), the streaming metrics of each against an offline run of every frame, and optional plots / MQTT.
 
 Samples are read once and replayed to every policy (the same frames, the same ground truth), so the
 policies differ only in what they schedule.  The offline reference is a `fifo` run without a
@@ -29,6 +29,7 @@ class SessionOptions:
     speed_factor: float = 1.0
     seconds: float | None = None          # read at most this much of the source (required for synthetic)
     offline_reference: bool = True
+    realtime: bool = False                # real threads on the wall clock (scheduler/live.py), not the virtual clock
 
     def __post_init__(self):
         known = known_policies()
@@ -74,8 +75,12 @@ def run_session(samples: list[RigSample], make_stages: StagesFactory, options: S
     metrics, runs = {}, {}
     for name in options.policies:
         t0 = meter.now_ns() if meter is not None else 0
-        res = run_stream(samples, make_stages(samples), make_policy(name),
-                         StreamOptions(budget_ms=options.budget_ms, speed_factor=options.speed_factor, rig=rig))
+        stream_opts = StreamOptions(budget_ms=options.budget_ms, speed_factor=options.speed_factor, rig=rig)
+        if options.realtime:
+            from scheduler.live import run_live
+            res = run_live(samples, make_stages(samples), make_policy(name), stream_opts)
+        else:
+            res = run_stream(samples, make_stages(samples), make_policy(name), stream_opts)
         energy_mj = _energy_mj(meter, t0)
         runs[name] = res
         metrics[name] = evaluate(res, offline, energy_mj=energy_mj)

@@ -40,6 +40,11 @@ from scheduler.records import Fate, FrameRecord, OutputRecord, StreamResult
 from scheduler.stages import BevStages, DeclaresCost, DeclaresQuality, Motion
 
 
+# sample events after which the previous BEV cannot be moved into the new ego frame: a pose jump in a
+# recording, or a live rig without odometry (edgert.bev.live_rig) -- temporal fusion restarts
+NO_MOTION_EVENTS = ("pose_jump", "no_odometry")
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     budget_ms: float = 83.0           # an output is due budget_ms after its frames' capture completion (12 Hz: one period)
@@ -126,21 +131,25 @@ class _Executor:
             if first is not None and first > now_us:
                 return
             self._lookahead = None
-            if not self.cam_refreshed:
-                self.cam_refreshed = [None] * len(s.frames)
-                self.cam_refreshed_t_us = [None] * len(s.frames)
-                self.cam_refreshed_variant = [None] * len(s.frames)
-            if self._last_admitted is not None:
-                self._diffs = (self._diffs + [s.t_us - self._last_admitted.t_us])[-16:]
-                self._motion = s.pose.relative_to(self._last_admitted.pose)
-            self._last_admitted = s
-            if self.opts.keep_truth:
-                self.truth.append(_without_images(s))
-            if first is None:                       # no readable frame at all
-                self.frames[s.index] = FrameRecord(s.index, s.t_us, Fate.SKIPPED)
-                continue
-            ready = tuple(t if f is not None else None for f, t in zip(s.frames, s.frame_t_us))
-            self.pending.append((Pending(s.index, s.t_us, ready), s))
+            self._accept(s)
+
+    def _accept(self, s: RigSample) -> None:
+        """A sample whose first camera has captured joins the pending ones."""
+        if not self.cam_refreshed:
+            self.cam_refreshed = [None] * len(s.frames)
+            self.cam_refreshed_t_us = [None] * len(s.frames)
+            self.cam_refreshed_variant = [None] * len(s.frames)
+        if self._last_admitted is not None:
+            self._diffs = (self._diffs + [s.t_us - self._last_admitted.t_us])[-16:]
+            self._motion = s.pose.relative_to(self._last_admitted.pose)
+        self._last_admitted = s
+        if self.opts.keep_truth:
+            self.truth.append(_without_images(s))
+        if _first_capture_us(s) is None:        # no readable frame at all
+            self.frames[s.index] = FrameRecord(s.index, s.t_us, Fate.SKIPPED)
+            return
+        ready = tuple(t if f is not None else None for f, t in zip(s.frames, s.frame_t_us))
+        self.pending.append((Pending(s.index, s.t_us, ready), s))
 
     @property
     def period_us(self) -> int:
@@ -163,12 +172,8 @@ class _Executor:
                 now = max(now, _first_capture_us(nxt) or nxt.t_us)
                 continue
             self._deliver(now)
-            decision = self.policy.decide(self._view(now))
-            self.queue_depth.append((now, sum(p.complete_at_us <= now for p, _ in self.pending)))
+            decision = self._decide(now)
             if isinstance(decision, Wait):
-                if decision.until_us <= now:
-                    raise InputError(f"policy {self.policy.name} waited until {decision.until_us} us, not after "
-                                     f"now ({now} us)")
                 now = decision.until_us
             elif isinstance(decision, Skip):
                 p, _ = self._take(decision.index)
@@ -183,10 +188,19 @@ class _Executor:
                             self.outputs, [self.frames[k] for k in sorted(self.frames)], self.truth,
                             self.queue_depth, self.resets, self.rig.grid, self.latency)
 
+    def _decide(self, now: int):
+        """Ask the policy (a Wait must be for a later time)."""
+        decision = self.policy.decide(self._view(now))
+        self.queue_depth.append((now, sum(p.complete_at_us <= now for p, _ in self.pending)))
+        if isinstance(decision, Wait) and decision.until_us <= now:
+            raise InputError(f"policy {self.policy.name} waited until {decision.until_us} us, not after "
+                             f"now ({now} us)")
+        return decision
+
     def _view(self, now: int) -> SchedulerView:
         return SchedulerView(
             now_us=now, pending=tuple(p for p, _ in self.pending),
-            next_arrival_us=_first_capture_us(self._peek()) if self._peek() is not None else None,
+            next_arrival_us=self._next_arrival_us(),
             period_us=self.period_us, budget_us=self.budget_us, variants=tuple(self.stages.variants),
             cam_priority=camera_priority(self.rig, self._motion), cam_refreshed=tuple(self.cam_refreshed),
             bev_free_us=self._bev_free_estimate(now),
@@ -194,6 +208,10 @@ class _Executor:
             cam_refreshed_t_us=tuple(self.cam_refreshed_t_us), cam_refreshed_variant=tuple(self.cam_refreshed_variant),
             variant_quality=self.variant_quality, variants_share_state=self.variants_share_state,
             last_variant=self._last_job[0] if self._last_job else None)
+
+    def _next_arrival_us(self) -> int | None:
+        nxt = self._peek()
+        return _first_capture_us(nxt) if nxt is not None else None
 
     def _bev_free_estimate(self, now: int) -> int:
         """When the BEV lane will be free, as the scheduler itself could know it: the real finish once
@@ -232,12 +250,13 @@ class _Executor:
         motion = s.pose.relative_to(self.prev.sample.pose)
         gap_ms = (s.t_us - self.prev.sample.t_us) / 1000.0
         if (gap_ms > self.opts.reset_gap_ms or math.hypot(motion[0], motion[1]) > self.opts.max_jump_m
-                or any(e.startswith("pose_jump") for e in s.events)):
+                or any(e.startswith(NO_MOTION_EVENTS) for e in s.events)):
             self.resets += 1
             return None, None
         return self.prev.bev, motion
 
-    def _run(self, run: Run, now: int) -> int:
+    def _take_run(self, run: Run) -> tuple[Pending, RigSample, tuple[int, ...]]:
+        """The sample a Run decision names, taken from pending, and its cameras that have a frame."""
         if run.variant not in self.stages.variants:
             raise InputError(f"policy {self.policy.name} chose variant {run.variant!r} "
                              f"(known: {', '.join(self.stages.variants)})")
@@ -245,6 +264,10 @@ class _Executor:
         cams = tuple(c for c in run.cams if s.frames[c] is not None)
         if not cams:
             raise InputError(f"policy {self.policy.name} ran sample {p.index} with no readable camera of {run.cams}")
+        return p, s, cams
+
+    def _run(self, run: Run, now: int) -> int:
+        p, s, cams = self._take_run(run)
         k, v = len(cams), run.variant
         b_start = max(now, p.ready_at_us(cams))
         feats = self.timer.call("backbone", v, k, self.stages.backbone, [s.frames[c] for c in cams], list(cams), v)
@@ -257,23 +280,31 @@ class _Executor:
         self._observe_at(b_end, "backbone", v, k, feats.cost_us)
         self._observe_at(f_start + bev.cost_us, "fuse", v, k, bev.cost_us)
         self._observe_at(finish, "heads", v, k, heads.cost_us)
+        self._record(run, p, s, cams, prev_bev, bev.value, heads.value, b_start, f_start, finish)
+        return max(b_end, f_start)
+
+    def _record(self, run: Run, p: Pending, s: RigSample, cams: tuple[int, ...], prev_bev: object | None,
+                bev: object, heads: object, b_start: int, f_start: int, finish: int) -> OutputRecord:
+        """The bookkeeping after fuse + heads of `s`: temporal state, camera freshness, the output."""
+        k, v = len(cams), run.variant
         switched = self._last_job is not None and self._last_job[0] != v and not self.variants_share_state
         self.f_start, self.f_free, self._last_job = f_start, finish, (v, k)
-        self.prev = _Prev(bev.value, s)
+        self.prev = _Prev(bev, s)
         if prev_bev is None or switched:         # a reset: sectors not refreshed now are empty
             self.cam_refreshed = [None] * len(s.frames)
             self.cam_refreshed_t_us = [None] * len(s.frames)
             self.cam_refreshed_variant = [None] * len(s.frames)
         for c in cams:
             self.cam_refreshed[c], self.cam_refreshed_t_us[c], self.cam_refreshed_variant[c] = s.index, s.t_us, v
-        grid, boxes, scores = _check_heads(heads.value, p.index)
+        grid, boxes, scores = _check_heads(heads, p.index)
         out = BevOutput(grid, boxes, scores, s.t_us, s.pose)
         captured = p.ready_at_us(cams)           # the deadline counts from here (SchedulerView.deadline_us)
-        self.outputs.append(OutputRecord(out, s.index, s.t_us, captured, b_start, f_start, finish, v, cams, run.rung,
-                                         prev_bev is not None and not switched and k < len(s.frames),
-                                         self.policy.forecast_outputs, finish <= captured + self.budget_us))
+        rec = OutputRecord(out, s.index, s.t_us, captured, b_start, f_start, finish, v, cams, run.rung,
+                           prev_bev is not None and not switched and k < len(s.frames),
+                           self.policy.forecast_outputs, finish <= captured + self.budget_us)
+        self.outputs.append(rec)
         self.frames[p.index] = FrameRecord(p.index, p.t_us, Fate.PROCESSED, run.rung)
-        return max(b_end, f_start)
+        return rec
 
 
 def _check_heads(value: object, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
