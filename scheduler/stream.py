@@ -29,6 +29,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from edgert.bev.recording import discontinuity
 from edgert.bev.rig import Rig, nuscenes_like_rig
 from edgert.bev.schema import BOX_FIELDS, BevOutput, RigSample
 from edgert.errors import InputError
@@ -38,11 +39,6 @@ from scheduler.policies.base import Pending, Policy, Run, Rung, SchedulerView, S
 from scheduler.priority import camera_priority
 from scheduler.records import Fate, FrameRecord, OutputRecord, StreamResult
 from scheduler.stages import BevStages, DeclaresCost, DeclaresQuality, Motion
-
-
-# sample events after which the previous BEV cannot be moved into the new ego frame: a pose jump in a
-# recording, or a live rig without odometry (edgert.bev.live_rig) -- temporal fusion restarts
-NO_MOTION_EVENTS = ("pose_jump", "no_odometry")
 
 
 @dataclass(frozen=True)
@@ -250,7 +246,7 @@ class _Executor:
         motion = s.pose.relative_to(self.prev.sample.pose)
         gap_ms = (s.t_us - self.prev.sample.t_us) / 1000.0
         if (gap_ms > self.opts.reset_gap_ms or math.hypot(motion[0], motion[1]) > self.opts.max_jump_m
-                or any(e.startswith(NO_MOTION_EVENTS) for e in s.events)):
+                or discontinuity(s)):
             self.resets += 1
             return None, None
         return self.prev.bev, motion

@@ -266,6 +266,10 @@ def synthetic_samples(seed: int = 0, seconds: float | None = None, rig: Rig | No
         i += 1
 
 
+RESET_EVENTS = ("gap", "pose_jump", "no_odometry")
+
+
 def discontinuity(sample: RigSample) -> bool:
-    """Whether temporal state must reset before this sample."""
-    return any(e.startswith(("gap", "pose_jump")) for e in sample.events)
+    """Whether temporal state must reset before this sample (a gap, a pose jump, or no odometry at all:
+    a live rig, edgert.bev.live_rig)."""
+    return any(e.startswith(RESET_EVENTS) for e in sample.events)

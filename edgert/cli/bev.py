@@ -93,8 +93,17 @@ def info_cmd(recording: Path, check: bool, as_json: bool) -> None:
 
 @bev.command("run")
 @click.argument("model")
-@click.option("--source", "source", default="synthetic", show_default=True,
-              help="a recording directory (edgert bev record), synthetic[:SEED], or rig:synthetic[:SEED]")
+@click.option("--source", "source", default=None,
+              help="a recording directory (edgert bev record), synthetic[:SEED], or rig:synthetic[:SEED] "
+                   "[default: synthetic]")
+@click.option("--camera", "cameras", multiple=True,
+              help="a live rig: one per camera in the rig's order (device index, /dev/videoN, URL or video "
+                   "file); runs in real time with one policy")
+@click.option("--rig", "rig_path", type=click.Path(path_type=Path), default=None,
+              help="the live rig's calibration: a recording directory or a rig JSON [default: the model's]")
+@click.option("--realtime", is_flag=True,
+              help="run the lanes on real threads against the wall clock, frames played at their timestamps "
+                   "(always on with --camera; default: the reproducible virtual clock)")
 @click.option("--policy", "policies", default="deadline", show_default=True,
               help="fifo, latest, shrinking-tail, deadline, comma-separated, or all")
 @click.option("--budget-ms", type=click.FloatRange(1, 10_000), default=83.0, show_default=True,
@@ -111,24 +120,38 @@ def info_cmd(recording: Path, check: bool, as_json: bool) -> None:
 @click.option("--spool", type=click.Path(path_type=Path), default=None,
               help="telemetry spool file (SQLite; default: a temporary one)")
 @click.option("--json", "as_json", is_flag=True)
-def run_cmd(model: str, source: str, policies: str, budget_ms: float, speed_factor: float, seconds: float | None,
+def run_cmd(model: str, source: str | None, cameras: tuple[str, ...], rig_path: Path | None, realtime: bool,
+            policies: str, budget_ms: float, speed_factor: float, seconds: float | None,
             report_dir: Path | None, mqtt_url: str | None, fleet: str, device_id: str | None, spool: Path | None,
             as_json: bool) -> None:
     """Stream a rig through a BEV model under one or more scheduling policies and score the outputs
-    the way streaming AP does (the latest output available at every ground-truth time)."""
+    the way streaming AP does (the latest output available at every ground-truth time).  With
+    --camera, stream a live rig in real time and print each output as it is made."""
     from edgert.cli import CliError
     from edgert.sources import RigSource, SourceOptions, open_source
     from scheduler.policies import known_policies
     from scheduler.session import SessionOptions, run_session, take
 
     names = tuple(known_policies()) if policies == "all" else tuple(p.strip() for p in policies.split(",") if p.strip())
+    if cameras:
+        if source is not None:
+            raise CliError("--camera and --source are alternatives: a live rig or a recording")
+        opts = SessionOptions(policies=names, budget_ms=budget_ms, speed_factor=speed_factor, seconds=seconds,
+                              realtime=True)
+        res = _live_session(model, cameras, rig_path, opts, as_json)
+        _finish_run(res, model, mqtt_url, fleet, device_id, spool, report_dir, as_json)
+        return
+    if rig_path is not None:
+        raise CliError("--rig is the calibration of a live rig (--camera); a recording carries its own")
+    source = source or "synthetic"
     spec = "rig:" + source if source == "synthetic" or source.startswith("synthetic:") else source
     src = open_source(spec, SourceOptions())
     if not isinstance(src, RigSource):
         raise CliError(f"--source {source!r} is not a camera rig (a recording directory or synthetic[:SEED])")
     if seconds is None and src.recording is None:
         seconds = 20.0
-    opts = SessionOptions(policies=names, budget_ms=budget_ms, speed_factor=speed_factor, seconds=seconds)
+    opts = SessionOptions(policies=names, budget_ms=budget_ms, speed_factor=speed_factor, seconds=seconds,
+                          realtime=realtime)
     make_stages = _stages_factory(model, src.rig)
     samples = take(src.samples(), seconds, src.fps)
 
@@ -137,20 +160,25 @@ def run_cmd(model: str, source: str, policies: str, budget_ms: float, speed_fact
             click.echo(_metrics_line(name, m))
     if not as_json:
         click.echo(f"{len(samples)} samples from {source} at {src.fps:g} Hz; budget {budget_ms:g} ms, "
-                   f"speed factor {speed_factor:g}, model {model}")
-    telemetry = _open_telemetry(mqtt_url, fleet, device_id, spool, model) if mqtt_url else None
+                   f"speed factor {speed_factor:g}, {'real time' if realtime else 'virtual clock'}, model {model}")
+    from edgert.cli.run import _open_meter
+    meter = _open_meter()
     try:
-        from edgert.cli.run import _open_meter
-        meter = _open_meter()
-        try:
-            res = run_session(samples, make_stages, opts, rig=src.rig, on_policy=show, meter=meter)
-        finally:
-            if meter is not None:
-                meter.stop()
-        if telemetry is not None:
-            _publish(telemetry, res)
+        res = run_session(samples, make_stages, opts, rig=src.rig, on_policy=show, meter=meter)
     finally:
-        if telemetry is not None:
+        if meter is not None:
+            meter.stop()
+    _finish_run(res, model, mqtt_url, fleet, device_id, spool, report_dir, as_json)
+
+
+def _finish_run(res, model: str, mqtt_url: str | None, fleet: str, device_id: str | None, spool: Path | None,
+                report_dir: Path | None, as_json: bool) -> None:
+    """Telemetry, the report and the final JSON / events line of a `bev run`."""
+    if mqtt_url:
+        telemetry = _open_telemetry(mqtt_url, fleet, device_id, spool, model)
+        try:
+            _publish(telemetry, res)
+        finally:
             telemetry.close()
     if report_dir is not None:
         from scheduler.report import write_report
@@ -161,6 +189,80 @@ def run_cmd(model: str, source: str, policies: str, budget_ms: float, speed_fact
         click.echo(json.dumps(res.to_json()))
     elif res.events:
         click.echo(f"{len(res.events)} source events, e.g. {res.events[0]}")
+
+
+def _live_session(model: str, cameras: tuple[str, ...], rig_path: Path | None, opts, as_json: bool):
+    """A live rig through the model in real time (scheduler/live.py): one line (or JSON object) per
+    output as it is made; Ctrl-C or --seconds ends it."""
+    import itertools
+
+    from edgert.bev.live_rig import open_live_rig
+    from edgert.cli import CliError
+    from scheduler.live import run_live
+    from scheduler.metrics import evaluate
+    from scheduler.policies import make_policy
+    from scheduler.session import SessionResult
+    from scheduler.stream import StreamOptions
+
+    if len(opts.policies) != 1:
+        raise CliError("a live rig is streamed once: give one --policy")
+    if model == "oracle":
+        raise CliError("the oracle needs ground truth; a live rig has none (use --source)")
+    p = Path(model)
+    if not p.exists():
+        raise CliError(f"no such model: {model} (a BEV package or an ONNX from `edgert bev train`)")
+    from edgert.bev.stages import load_stages
+    rig = _read_rig(rig_path) if rig_path is not None else None
+    stages = load_stages(p, rig)
+    rig = stages.rig
+    if rig is None:
+        raise CliError(f"{model} carries no rig calibration; give --rig")
+    if len(cameras) != len(rig.cameras):
+        raise CliError(f"the rig has {len(rig.cameras)} cameras ({', '.join(rig.names)}), "
+                       f"got {len(cameras)} --camera")
+    rate_hz = 12.0
+    events: list[str] = []
+
+    def show(o) -> None:
+        if as_json:
+            click.echo(json.dumps(o.to_json() | {"boxes": len(o.output.boxes)}))
+        else:
+            click.echo(f"  sample {o.source_index}: {o.latency_ms:.0f} ms {'ok' if o.deadline_met else 'LATE'}  "
+                       f"{o.variant} on {len(o.cams)} cameras ({o.rung.value})  {len(o.output.boxes)} objects")
+
+    def noted(samples):
+        for s in samples:
+            events.extend(f"sample {s.index}: {e}" for e in s.events if e != "no_odometry")
+            yield s
+
+    with open_live_rig(rig, list(cameras), rate_hz=rate_hz) as live:
+        samples = live.samples()
+        if opts.seconds is not None:
+            samples = itertools.islice(samples, max(1, round(opts.seconds * rate_hz)))
+        if not as_json:
+            click.echo(f"live rig {', '.join(cameras)} at {rate_hz:g} Hz (no odometry: temporal fusion off); "
+                       f"budget {opts.budget_ms:g} ms, policy {opts.policies[0]}, model {model}; Ctrl-C stops")
+        res = run_live(noted(samples), stages, make_policy(opts.policies[0]),
+                       StreamOptions(budget_ms=opts.budget_ms, speed_factor=opts.speed_factor, rig=rig),
+                       on_output=show)
+    m = evaluate(res)
+    if not as_json:
+        click.echo(_metrics_line(opts.policies[0], m))
+    return SessionResult({opts.policies[0]: m}, {opts.policies[0]: res}, None, len(res.frames), events)
+
+
+def _read_rig(path: Path):
+    """A rig calibration: a recording directory (its meta.json) or a JSON file holding the rig object
+    (docs/bev.md), bare or under "rig"."""
+    from edgert.bev.rig import Rig
+    from edgert.cli import CliError
+
+    f = path / "meta.json" if path.is_dir() else path
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+        return Rig.from_json(doc.get("rig", doc))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise CliError(f"{f}: not a rig calibration ({type(e).__name__}: {e})") from None
 
 
 def _stages_factory(model: str, rig):
@@ -180,9 +282,11 @@ def _stages_factory(model: str, rig):
 def _metrics_line(name: str, m) -> str:
     s, off = m.streaming, m.offline
     ref = f" (offline IoU {off.iou_mean:.3f} AP {off.ap_mean:.3f})" if off else ""
-    return (f"  {name:15s} streaming IoU {s.iou_mean:.3f} AP {s.ap_mean:.3f}{ref}  miss {m.deadline_miss_rate:.1%}  "
-            f"stale {m.staleness_ms_mean:.0f} ms ({m.staleness_frames_mean:.1f} frames)  "
-            f"latency p50 {m.latency_ms_p50:.0f} p99 {m.latency_ms_p99:.0f} ms  dropped {m.frames_dropped}/{m.frames_total}"
+    scored = s.iou_mean == s.iou_mean        # NaN: no ground truth (a live rig)
+    return (f"  {name:15s} " + (f"streaming IoU {s.iou_mean:.3f} AP {s.ap_mean:.3f}{ref}  " if scored else "")
+            + f"miss {m.deadline_miss_rate:.1%}  "
+            + (f"stale {m.staleness_ms_mean:.0f} ms ({m.staleness_frames_mean:.1f} frames)  " if scored else "")
+            + f"latency p50 {m.latency_ms_p50:.0f} p99 {m.latency_ms_p99:.0f} ms  dropped {m.frames_dropped}/{m.frames_total}"
             + (f"  {m.energy_per_output_mj:.1f} mJ/output" if m.energy_per_output_mj is not None else ""))
 
 

@@ -90,3 +90,36 @@ def test_bev_run_with_a_model(bev_onnx, bev_seq, tmp_path):
     assert pol["latest"]["frames_processed"] >= 1 and pol["deadline"]["frames_processed"] >= 1
     r = CliRunner().invoke(main, ["bev", "run", str(bev_onnx[0]), "--source", str(bev_seq[0])])
     assert r.exit_code == 2 and "another rig" in r.output
+
+
+def test_bev_run_live_rig_of_video_files(bev_onnx, tmp_path):
+    """`edgert bev run MODEL --camera …` (one per rig camera, here video files playing in real time):
+    outputs are printed as they are made, without odometry temporal fusion stays off, and --seconds
+    ends the run."""
+    import json
+
+    import cv2
+    from click.testing import CliRunner
+
+    from edgert.cli import main
+
+    cams = []
+    for i in range(6):
+        p = tmp_path / f"cam{i}.avi"
+        w = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (160, 96))
+        for k in range(24):
+            w.write(np.full((96, 160, 3), (20 * i + 5 * k) % 255, np.uint8))
+        w.release()
+        cams += ["--camera", str(p)]
+    r = CliRunner().invoke(main, ["bev", "run", str(bev_onnx[0]), *cams, "--policy", "deadline",
+                                  "--seconds", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.output.strip().splitlines()]
+    outputs, summary = lines[:-1], lines[-1]["policies"]["deadline"]
+    assert 3 <= len(outputs) <= 12 and summary["frames_processed"] == len(outputs)
+    assert all(o["latency_ms"] > 0 and not o["reused_prev"] for o in outputs)
+    assert [o["source_index"] for o in outputs] == sorted(o["source_index"] for o in outputs)
+    r = CliRunner().invoke(main, ["bev", "run", str(bev_onnx[0]), *cams[:4]])
+    assert r.exit_code == 2 and "the rig has 6 cameras" in r.output
+    r = CliRunner().invoke(main, ["bev", "run", str(bev_onnx[0]), *cams[:10], "--camera", str(tmp_path / "gone.avi")])
+    assert r.exit_code == 2 and "gone.avi" in r.output and "Traceback" not in r.output, r.output
