@@ -7,6 +7,7 @@ pages, 8 calibration / 4 test pages, prob-map IoU at 0.3): minmax 0.94, mse 0.86
 clipping the few outlier channels of its hardswish activations costs more than it saves."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from converters.observers import ObserverConfig
 from converters.options import ConvertOptions
 from converters.quantize import (QuantPlan, abits_range, layer_sqnr, plan_quantization,
                                  quantize_graph)
-from edgert.errors import CalibrationError
+from edgert.errors import CalibrationError, EdgertError
 from edgert.ir import Graph, LayerInfo
 
 
@@ -46,6 +47,7 @@ class QuantizeResult:
     calibration: CalibrationResult | None
     sqnr: dict[str, float]
     sqnr_s: float = 0.0
+    mixed: object | None = None          # converters.mixed.MixedReport when a budget was given
 
 
 def quantize_model(graph: Graph, options: ConvertOptions,
@@ -54,6 +56,7 @@ def quantize_model(graph: Graph, options: ConvertOptions,
     qopts = options.quantize_options()
     if options.preprocess is not None:
         graph.preprocess = options.preprocess
+    mixed = _allocate_widths(graph, options, qopts, reader) if options.budgeted else None
     plan = plan_quantization(graph, qopts)
     names = plan.activation_names()
     calib = None
@@ -84,9 +87,54 @@ def quantize_model(graph: Graph, options: ConvertOptions,
         "scale_dtype": qopts.scale_dtype, "sparsity": qopts.sparsity,
         "nm": list(qopts.nm) if qopts.nm else None,
         "calibration_batches": calib.batches if calib else 0}
+    if mixed is not None:
+        mixed.package_error = _package_error(graph, qgraph, reader, options)
+        qgraph.metadata["quantization"]["mixed"] = mixed.to_json()
+        for info in qgraph.layers:
+            if info.name in mixed.probe_error:
+                info.extra["probe_error"] = mixed.probe_error[info.name]
+        if options.progress:
+            print(mixed.summary(), file=sys.stderr)
     if options.task is not None:
         qgraph.metadata["task"] = options.task.to_json()
-    return QuantizeResult(qgraph, plan, calib, sqnr, time.perf_counter() - t0)
+    return QuantizeResult(qgraph, plan, calib, sqnr, time.perf_counter() - t0, mixed)
+
+
+def _allocate_widths(graph: Graph, options: ConvertOptions, qopts, reader: CalibrationReader | None):
+    """Per-layer widths within the size budget (converters/mixed), written into `qopts`."""
+    from converters.methods import get_method
+    from converters.mixed import MixedOptions, SizeBudget, parse_size, plan_mixed_precision
+    from converters.mixed.budget import FLOAT
+
+    if reader is None:
+        raise CalibrationError("mixed precision under a budget probes the model on calibration data: "
+                               "give --calib DIR or --calib-random N")
+    budget = SizeBudget(parse_size(options.size_budget) if options.size_budget is not None else None,
+                        options.avg_bits)
+    qopts.mixed_precision = "off"                 # the allocator decides every width
+    plan0 = plan_quantization(graph, qopts)
+    log = (lambda m: print(m, file=sys.stderr)) if options.progress else None
+    report = plan_mixed_precision(graph, plan0, qopts, get_method(qopts.method),
+                                  first_batches(reader, options.mixed_batches),
+                                  MixedOptions(budget, tuple(options.mixed_widths), options.mixed_float,
+                                               options.mixed_batches),
+                                  options.backend_for_calibration, log)
+    qopts.layer_bits = {name: b for name, b in report.bits.items() if b != FLOAT}
+    qopts.keep_float = set(qopts.keep_float) | {name for name, b in report.bits.items() if b == FLOAT}
+    return report
+
+
+def _package_error(graph: Graph, qgraph: Graph, reader: CalibrationReader, options: ConvertOptions) -> float | None:
+    """Relative squared output error of the quantized graph against the float one on the probe batches."""
+    from converters.mixed.sensitivity import make_runner, relative_error
+
+    batches = first_batches(reader, options.mixed_batches)
+    try:
+        _, run_f = make_runner(graph, options.backend_for_calibration)
+        _, run_q = make_runner(qgraph, options.backend_for_calibration)
+    except EdgertError:
+        return None
+    return relative_error([run_q(b) for b in batches], [run_f(b) for b in batches])
 
 
 @dataclass

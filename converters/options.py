@@ -91,6 +91,13 @@ class ConvertOptions:
     keep_float: set[str] = field(default_factory=set)
     mixed_precision: str = "auto"       # see QuantizeOptions.mixed_precision
     small_layer_params: int = 10000
+    # mixed precision under a budget (converters/mixed): one of these -> per-layer widths from
+    # output-error probes and an exact knapsack allocator (overrides mixed_precision / layer_bits)
+    size_budget: str | None = None      # stored weights, e.g. "0.6MB" (converters.mixed.parse_size)
+    avg_bits: float | None = None       # bits per quantizable weight, scales included
+    mixed_widths: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
+    mixed_float: bool = True            # the allocator may keep a layer float
+    mixed_batches: int = 4              # calibration batches the probes run on
     # activations / calibration
     abits: int | None = 8
     observer: str = "minmax"            # measured best on PP-OCRv4 det W8A8 (percentile / mse clip
@@ -111,6 +118,10 @@ class ConvertOptions:
     signing_key: bytes | None = None     # raw Ed25519 private key: sign the package while writing
     task: Task | None = None             # post-processing recorded as graph.metadata["task"] (edgert.tasks)
 
+    @property
+    def budgeted(self) -> bool:
+        return self.size_budget is not None or self.avg_bits is not None
+
     def resolved_method(self) -> str:
         if self.method != "auto":
             return self.method
@@ -126,4 +137,9 @@ class ConvertOptions:
             sparsity=self.sparsity, nm=self.nm, midrise_2bit=self.midrise_2bit,
             fold_activations=self.fold_activations)
         q.validate()
+        if self.budgeted and self.layer_bits:
+            raise ConversionError("a size budget / average bits allocates every layer's width: "
+                                  "drop the per-layer bits")
+        if self.size_budget is not None and self.avg_bits is not None:
+            raise ConversionError("give a size budget or an average bit width, not both")
         return q

@@ -152,6 +152,12 @@ def main() -> None:
 @click.option("--calib-count", type=click.IntRange(1, 100000), default=32, show_default=True)
 @click.option("--layer-bits", default=None, help="per-layer weight bits, e.g. conv1=8,conv2=4")
 @click.option("--keep-float", default=None, help="comma-separated layers (globs) kept in float")
+@click.option("--size-budget", default=None,
+              help="mixed precision: the stored weights within this size, e.g. 0.6MB; per-layer widths "
+                   "(2-8 bits or float) from output-error probes on the calibration data and an exact "
+                   "knapsack (overrides --wbits / --mixed / --layer-bits)")
+@click.option("--avg-bits", type=click.FloatRange(1, 32), default=None,
+              help="mixed precision: this many bits per weight on average, scales included")
 @click.option("--size", default=None,
               help="image input HxW, e.g. 640x640: images are resized to it (recorded in the "
                    "package); it also sizes random calibration inputs whose H, W are dynamic")
@@ -191,8 +197,8 @@ def main() -> None:
 @click.pass_context
 def convert(ctx, source, output, wbits, abits, granularity, group_size, method, mixed, small_layer_params,
             observer, calib_dir,
-            calib_random, calib_count, layer_bits, keep_float, size, input_shape, pad_multiple,
-            mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
+            calib_random, calib_count, layer_bits, keep_float, size_budget, avg_bits, size, input_shape,
+            pad_multiple, mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
             labels_file, task_params, embed_bits, zero_mode, distill, distill_minutes, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package, or a GGUF LLM to an LLM package
     (lossless unless --wbits; --group-size defaults to 32 and --compress to none for GGUF), or a BEV
@@ -245,7 +251,7 @@ def convert(ctx, source, output, wbits, abits, granularity, group_size, method, 
         keep_float=set(filter(None, (keep_float or "").split(","))), scale_dtype=scale_dtype,
         sparsity=sparsity, nm=nm_pair, preprocess=pp, input_shapes=_input_shapes(input_shape),
         compress=compress, progress=not quiet,
-        signing_key=signing_key, task=task)
+        signing_key=signing_key, task=task, size_budget=size_budget, avg_bits=avg_bits)
     if observer:
         opts.observer = observer
     report = run_convert(source, output, opts)
