@@ -155,3 +155,24 @@ def test_budget_options_are_checked(tmp_path):
                                              progress=False), calib)
     with pytest.raises(ConversionError, match="below the smallest allocation"):
         quantize_model(graph, ConvertOptions(size_budget="100", abits=None, calib_random=2, progress=False), calib)
+
+
+def test_probe_errors_are_made_monotone_in_width():
+    from converters.mixed.sensitivity import monotone
+    assert monotone({2: 0.15, 3: 0.15, 4: 0.35, 6: 0.2, 8: 0.06}) == {8: 0.06, 6: 0.2, 4: 0.35, 3: 0.35, 2: 0.35}
+    assert monotone({2: 0.5, 4: 0.1, 8: 0.01}) == {2: 0.5, 4: 0.1, 8: 0.01}
+
+
+def test_probes_compare_logits_before_a_final_softmax(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converters.mixed.sensitivity import probe_outputs
+    from converters.onnx_import import import_onnx
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["z"], name="fc"),
+                           helper.make_node("Softmax", ["z"], ["p"], axis=-1)], "sm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 3])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "sm.onnx")
+    assert probe_outputs(import_onnx(tmp_path / "sm.onnx")) == ["z"]
