@@ -420,6 +420,28 @@ def resize_pad_line(img: np.ndarray, height: int, width: int, pad_value: int = 1
     return out
 
 
+def fill_defaults(args: Any, defaults: dict[str, tuple[Any, Any]]) -> Any:
+    """Options left at None take their (full, --quick) default."""
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    return args
+
+
+def rendered_lines(seed: int, n: int, height: int, max_width: int | None) -> list[np.ndarray]:
+    """n rendered text lines (converters.synthetic) of `height`; with `max_width`, lines wider than
+    that are redrawn (so none is squeezed into a recogniser's input)."""
+    from converters.synthetic import render_text_line
+
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        img = as_rgb_u8(render_text_line(rng, height=height))
+        if max_width is None or img.shape[1] <= max_width:
+            out.append(img)
+    return out
+
+
 def depthwise_convs(model: Path) -> list[str]:
     """Names of the grouped Conv nodes (depthwise in PP-OCR's backbones) of an ONNX model."""
     import onnx

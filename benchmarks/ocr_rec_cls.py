@@ -73,16 +73,7 @@ def log(msg: str) -> None:
 
 
 def rendered_lines(seed: int, n: int, max_width: int | None) -> list[np.ndarray]:
-    """n rendered lines of height 48; with `max_width`, lines wider than that are redrawn."""
-    from converters.synthetic import render_text_line
-
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
-        img = C.as_rgb_u8(render_text_line(rng, height=HEIGHT))
-        if max_width is None or img.shape[1] <= max_width:
-            out.append(img)
-    return out
+    return C.rendered_lines(seed, n, HEIGHT, max_width)
 
 
 def prepare(lines: list[np.ndarray], kind: str, rotate: np.ndarray | None = None) -> list[np.ndarray]:

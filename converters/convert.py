@@ -56,11 +56,12 @@ def quantize_model(graph: Graph, options: ConvertOptions,
     qopts = options.quantize_options()
     if options.preprocess is not None:
         graph.preprocess = options.preprocess
-    mixed = _allocate_widths(graph, options, qopts, reader) if options.budgeted else None
+    mixed, calib = _allocate_widths(graph, options, qopts, reader) if options.budgeted else (None, None)
     plan = plan_quantization(graph, qopts)
     names = plan.activation_names()
-    calib = None
-    if names:
+    if calib is not None and not names <= set(calib.ranges):
+        calib = None
+    if names and calib is None:
         if reader is None:
             raise CalibrationError("activation quantization needs calibration data: give a "
                                    "calibration folder (--calib DIR) or --calib-random N")
@@ -113,15 +114,21 @@ def _allocate_widths(graph: Graph, options: ConvertOptions, qopts, reader: Calib
                         options.avg_bits)
     qopts.mixed_precision = "off"                 # the allocator decides every width
     plan0 = plan_quantization(graph, qopts)
+    calib = None
+    if plan0.activation_names():                  # calibrated once: the probes and the rewrite share it
+        qmin, qmax = abits_range(qopts.abits)
+        calib = calibrate(graph, reader, plan0.activation_names(), options.observer,
+                          ObserverConfig(percentile=options.percentile), options.backend_for_calibration,
+                          options.progress, qmin, qmax)
     log = (lambda m: print(m, file=sys.stderr)) if options.progress else None
     report = plan_mixed_precision(graph, plan0, qopts, get_method(qopts.method),
                                   first_batches(reader, options.mixed_batches),
                                   MixedOptions(budget, tuple(options.mixed_widths), options.mixed_float,
                                                options.mixed_batches),
-                                  options.backend_for_calibration, log)
+                                  options.backend_for_calibration, log, calib.ranges if calib else None)
     qopts.layer_bits = {name: b for name, b in report.bits.items() if b != FLOAT}
     qopts.keep_float = set(qopts.keep_float) | {name for name, b in report.bits.items() if b == FLOAT}
-    return report
+    return report, calib
 
 
 def _package_error(graph: Graph, qgraph: Graph, reader: CalibrationReader, options: ConvertOptions) -> float | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 
 import numpy as np
@@ -61,6 +62,15 @@ def describe(pkg) -> dict:
     return info
 
 
+def _db(err, unit: bool = True) -> str:
+    """A relative squared output error as SQNR in dB (the mixed-precision probes' unit)."""
+    if not isinstance(err, (int, float)):
+        return "-"
+    if err <= 0:
+        return "inf" + (" dB" if unit else "")
+    return f"{-10 * math.log10(err):.1f}" + (" dB" if unit else "")
+
+
 def _fmt_shape(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -87,9 +97,16 @@ def format_description(info: dict, layers: bool = True) -> str:
             out.append("  metadata " + ", ".join(f"{k}={v}" for k, v in md.items()
                                                   if not isinstance(v, (dict, list))))
         out.append("  ops " + ", ".join(f"{k}×{v}" for k, v in m["ops"].items()))
+        mixed = (md.get("quantization") or {}).get("mixed") if isinstance(md.get("quantization"), dict) else None
+        if isinstance(mixed, dict):
+            out.append(f"  mixed precision for {mixed.get('budget')}: {mixed.get('avg_bits', 0):.2f} bits/weight "
+                       f"(scales included); output SQNR predicted {_db(mixed.get('predicted_error'))}, "
+                       f"measured {_db(mixed.get('measured_error'))} with these weights alone, "
+                       f"{_db(mixed.get('package_error'))} quantized (activations too)")
         if layers and m["layers"]:
+            probe = any("probe_error" in (L.get("extra") or {}) for L in m["layers"])
             out.append(f"  {'layer':<36} {'op':<14} {'w':>2} {'a':>2} {'gran':<8} {'sparse':>6} "
-                       f"{'params':>9} {'SQNR dB':>8}  scales")
+                       f"{'params':>9} {'SQNR dB':>8}" + (f" {'probe dB':>8}" if probe else "") + "  scales")
             for L in m["layers"]:
                 sc = L.get("scales")
                 sc_txt = f"{sc['count']}× [{sc['min']:.3g}, {sc['max']:.3g}]" if sc else ""
@@ -97,5 +114,7 @@ def format_description(info: dict, layers: bool = True) -> str:
                 out.append(f"  {L['name'][:36]:<36} {L['op']:<14} {L.get('wbits') or '-':>2} "
                            f"{L.get('abits') or '-':>2} {str(L.get('granularity') or '-'):<8} "
                            f"{L.get('sparsity', 0.0):>6.1%} {L.get('params', 0):>9,} "
-                           f"{'' if sq is None else f'{sq:.1f}':>8}  {sc_txt}")
+                           f"{'' if sq is None else f'{sq:.1f}':>8}"
+                           + (f" {_db((L.get('extra') or {}).get('probe_error'), unit=False):>8}" if probe else "")
+                           + f"  {sc_txt}")
     return "\n".join(out)

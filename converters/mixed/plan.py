@@ -16,7 +16,7 @@ import numpy as np
 from converters.methods import WeightMethod
 from converters.mixed.allocate import allocate
 from converters.mixed.budget import FLOAT, SizeBudget, layer_bytes
-from converters.mixed.sensitivity import Prober, allocatable, dequantized_weight, probe
+from converters.mixed.sensitivity import Prober, activation_errors, allocatable, dequantized_weight, probe
 from converters.options import QuantizeOptions
 from converters.quantize import LayerPlan, QuantPlan
 from edgert.errors import ConversionError
@@ -95,8 +95,12 @@ def _rows(lp: LayerPlan, w: np.ndarray) -> int:
 
 def plan_mixed_precision(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, method: WeightMethod,
                          batches: list, options: MixedOptions, backend: str = "auto",
-                         log: Callable[[str], None] | None = None) -> MixedReport:
-    """Per-layer widths for `plan`'s allocatable layers within the budget."""
+                         log: Callable[[str], None] | None = None,
+                         ranges: dict[str, tuple[float, float]] | None = None) -> MixedReport:
+    """Per-layer widths for `plan`'s allocatable layers within the budget.  With `ranges` (calibrated
+    activation ranges) and activation quantization on, each QLinear layer's quantized options also
+    carry the error of quantizing its input activation (probed alone, added to the weight error),
+    so the allocator keeps a layer float where its activations, not its weights, are what hurts."""
     t0 = time.perf_counter()
     layers = allocatable(plan)
     if not layers:
@@ -113,11 +117,16 @@ def plan_mixed_precision(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, 
     scale_bytes = 2 if qopts.scale_dtype == "fp16" else 4
     prober = Prober(graph, layers, batches, backend)
     sens = probe(prober, list(options.widths), qopts, method, log)
+    act: dict[str, float] = {}
+    if ranges is not None and qopts.abits is not None:
+        act, runs = activation_errors(graph, layers, batches, ranges, qopts.abits, backend)
+        prober.runs += runs
     cands: list[list[tuple[int, int, float]]] = []          # per layer: (bits, bytes, error)
     for lp in layers:
         w = graph.initializers[lp.weight]
         rows = _rows(lp, w)
-        opts = [(b, layer_bytes(w.size, rows, b, scale_bytes), sens.error[lp.name][b]) for b in options.widths]
+        a = act.get(lp.name, 0.0)
+        opts = [(b, layer_bytes(w.size, rows, b, scale_bytes), sens.error[lp.name][b] + a) for b in options.widths]
         if options.allow_float:
             opts.append((FLOAT, layer_bytes(w.size, rows, FLOAT), 0.0))
         cands.append(opts)
@@ -134,5 +143,6 @@ def plan_mixed_precision(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, 
         except ConversionError:
             pass
     return MixedReport(options.budget.describe(), budget, fixed, alloc.bytes, params, bits,
-                       {lp.name: sens.error[lp.name].get(bits[lp.name], 0.0) for lp in layers},
+                       {lp.name: (sens.error[lp.name][bits[lp.name]] + act.get(lp.name, 0.0)
+                                  if bits[lp.name] != FLOAT else 0.0) for lp in layers},
                        alloc.error, measured, prober.runs, time.perf_counter() - t0, prober.backend, curve=curve)

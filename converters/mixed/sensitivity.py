@@ -28,7 +28,7 @@ from converters.quantize import FLOAT as FLOAT_KIND
 from converters.quantize import LayerPlan, QuantPlan, _quantize_layer_weight
 from converters.options import QuantizeOptions
 from edgert.errors import CalibrationError, EdgertError
-from edgert.ir import Graph, ValueInfo
+from edgert.ir import Graph, Node, ValueInfo
 
 Feeds = dict[str, np.ndarray]
 
@@ -161,3 +161,74 @@ def monotone(err: dict[int, float]) -> dict[int, float]:
         worst = max(worst, err[b])
         out[b] = worst
     return out
+
+
+def activation_probe_graph(graph: Graph, layers: list[LayerPlan], ranges: dict[str, tuple[float, float]],
+                           abits: int) -> tuple[Graph, dict[str, str]]:
+    """A copy of the float graph where each QLinear layer's input goes through a switchable fake
+    quantization at `abits` (the calibrated range, as the converter will quantize it):
+
+        t' = t + m * (DequantizeLinear(QuantizeLinear(t)) - t)
+
+    with m a scalar graph input per layer (0 = float, 1 = quantized).  Returns the graph and
+    {layer name: its switch input}."""
+    from converters.observers import qparams_from_range
+    from converters.quantize import QLINEAR, abits_range
+
+    qmin, qmax = abits_range(abits)
+    rattrs = {} if abits == 8 else {"qmin": qmin, "qmax": qmax}
+    by_node = {id(lp.node): lp for lp in layers if lp.kind == QLINEAR and lp.input in ranges}
+    inits = dict(graph.initializers)
+    nodes: list = []
+    switches: dict[str, str] = {}
+    extra_inputs: list[ValueInfo] = []
+    for node in graph.nodes:
+        lp = by_node.get(id(node))
+        if lp is None:
+            nodes.append(node)
+            continue
+        t, k = lp.input, len(switches)
+        scale, zp = qparams_from_range(*ranges[t], qmin, qmax)
+        s_name, z_name, m_name = f"__aprobe{k}_scale", f"__aprobe{k}_zp", f"__aprobe{k}_on"
+        inits[s_name], inits[z_name] = np.asarray(scale, np.float32), np.asarray(zp, np.int8)
+        extra_inputs.append(ValueInfo(m_name, "float32", []))
+        p = f"__aprobe{k}_"
+        nodes += [Node("QuantizeLinear", p + "q", [t, s_name, z_name], [p + "q"], dict(rattrs)),
+                  Node("DequantizeLinear", p + "dq", [p + "q", s_name, z_name], [p + "dq"]),
+                  Node("Sub", p + "d", [p + "dq", t], [p + "d"]),
+                  Node("Mul", p + "md", [p + "d", m_name], [p + "md"]),
+                  Node("Add", p + "t", [t, p + "md"], [p + "t"])]
+        nodes.append(Node(node.op, node.name, [p + "t" if i == t else i for i in node.inputs], list(node.outputs),
+                          dict(node.attrs)))
+        switches[lp.name] = m_name
+    out = Graph(name=graph.name, inputs=copy.deepcopy(graph.inputs) + extra_inputs,
+                outputs=[ValueInfo(o, "float32", None) for o in probe_outputs(graph)], nodes=nodes,
+                initializers=inits, encodings=dict(graph.encodings), preprocess=graph.preprocess,
+                metadata=dict(graph.metadata))
+    return out, switches
+
+
+def activation_errors(graph: Graph, layers: list[LayerPlan], batches: list[Feeds],
+                      ranges: dict[str, tuple[float, float]], abits: int, backend: str = "auto") -> tuple[dict[str, float], int]:
+    """Per QLinear layer, the relative output error of quantizing its input activation alone."""
+    g, switches = activation_probe_graph(graph, layers, ranges, abits)
+    if not switches:
+        return {}, 0
+    _, run = make_runner(g, backend)
+    off = {m: np.zeros((), np.float32) for m in switches.values()}
+    ref = [run({**b, **off}) for b in batches]
+    errs, runs = {}, len(batches)
+    on = np.ones((), np.float32)
+    prefix: dict[str, np.ndarray] = {}
+    before = 0.0
+    for name, m in switches.items():             # graph order
+        alone = relative_error([run({**b, **off, m: on}) for b in batches], ref)
+        prefix[m] = on
+        upto = relative_error([run({**b, **off, **prefix}) for b in batches], ref)
+        # quantization noise compounds through a chaotic stretch of layers (PP-OCRv4 rec's first
+        # convs: each alone costs little, together they wreck the output), so a layer is charged
+        # the larger of its own error and what it adds on top of every earlier layer's
+        errs[name] = max(alone, upto - before)
+        before = upto
+        runs += 2 * len(batches)
+    return errs, runs

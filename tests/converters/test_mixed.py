@@ -176,3 +176,28 @@ def test_probes_compare_logits_before_a_final_softmax(tmp_path):
                           [helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 3])], [w])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "sm.onnx")
     assert probe_outputs(import_onnx(tmp_path / "sm.onnx")) == ["z"]
+
+
+def test_cli_convert_with_avg_bits_and_inspect_shows_the_allocation(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgert.cli import main
+    _graph(tmp_path)                                   # writes mix.onnx
+    pkg = tmp_path / "mix.pkg"
+    r = CliRunner().invoke(main, ["convert", str(tmp_path / "mix.onnx"), "-o", str(pkg), "--avg-bits", "4",
+                                  "--calib-random", "4", "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["inspect", str(pkg)])
+    assert r.exit_code == 0, r.output
+    assert "mixed precision for 4 bits/weight" in r.output and "probe dB" in r.output
+    r = CliRunner().invoke(main, ["inspect", str(pkg), "--json"])
+    info = json.loads(r.output)
+    mixed = info["models"][0]["metadata"]["quantization"]["mixed"]
+    assert mixed["avg_bits"] <= 4.0 and set(mixed["bits"]) == {"conv1", "conv2", "conv3", "conv4"}
+    assert {L["name"]: L["wbits"] for L in info["models"][0]["layers"]} == \
+        {k: (None if b == 32 else b) for k, b in mixed["bits"].items()}
+    r = CliRunner().invoke(main, ["convert", str(tmp_path / "mix.onnx"), "-o", str(pkg), "--size-budget", "12 parsecs",
+                                  "--calib-random", "2", "--quiet"])
+    assert r.exit_code == 2 and "size budget must look like" in r.output and "Traceback" not in r.output
