@@ -98,6 +98,10 @@ class ConvertOptions:
     mixed_widths: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     mixed_float: bool = True            # the allocator may keep a layer float
     mixed_batches: int = 4              # calibration batches the probes run on
+    # reconstruction pass after calibration (converters/recon: "adaround" | "qdrop"), None = plain rounding
+    recon: str | None = None
+    recon_batches: int = 4              # calibration batches whose rows the reconstruction fits
+    recon_iters: int = 300
     # activations / calibration
     abits: int | None = 8
     observer: str = "minmax"            # measured best on PP-OCRv4 det W8A8 (percentile / mse clip
@@ -140,6 +144,9 @@ class ConvertOptions:
         if self.budgeted and self.layer_bits:
             raise ConversionError("a size budget / average bits allocates every layer's width: "
                                   "drop the per-layer bits")
+        if self.recon is not None:
+            from converters.recon import get_pass
+            get_pass(self.recon)                  # an unknown name fails before any work
         if self.size_budget is not None and self.avg_bits is not None:
             raise ConversionError("give a size budget or an average bit width, not both")
         return q

@@ -56,6 +56,7 @@ class LayerPlan:
     note: str = ""
     sparsity: _Sparsity | None = field(default=None, repr=False)      # set when quantized
     qnodes: list[Node] = field(default_factory=list, repr=False)     # filled by quantize_graph
+    rounded: QuantizedWeight | None = field(default=None, repr=False)  # set by a reconstruction pass
 
     @property
     def op(self) -> str:
@@ -324,6 +325,8 @@ def _quantize_layer_weight(w: np.ndarray, lp: LayerPlan, options: QuantizeOption
     sp = _sparsity(w, lp, options)
     mask = sp.mask
     lp.sparsity = sp
+    if lp.rounded is not None and lp.rounded.spec == spec and lp.rounded.q.shape == np.shape(w):
+        return lp.rounded                 # converters/recon chose the integers (same scales, same grid)
     qw = quantize_weight(w, spec, method, mask)
     if spec.scale_dtype != "fp16" or not np.any(qw.scale <= _FP16_TINY):
         return qw

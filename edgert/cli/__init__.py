@@ -158,6 +158,10 @@ def main() -> None:
                    "knapsack (overrides --wbits / --mixed / --layer-bits)")
 @click.option("--avg-bits", type=click.FloatRange(1, 32), default=None,
               help="mixed precision: this many bits per weight on average, scales included")
+@click.option("--pass", "recon", default=None,
+              help="reconstruction pass after calibration: adaround | qdrop (learned rounding fitted to "
+                   "each layer's float output on the calibration data; qdrop drops activation "
+                   "quantization at random while fitting)")
 @click.option("--size", default=None,
               help="image input HxW, e.g. 640x640: images are resized to it (recorded in the "
                    "package); it also sizes random calibration inputs whose H, W are dynamic")
@@ -197,7 +201,7 @@ def main() -> None:
 @click.pass_context
 def convert(ctx, source, output, wbits, abits, granularity, group_size, method, mixed, small_layer_params,
             observer, calib_dir,
-            calib_random, calib_count, layer_bits, keep_float, size_budget, avg_bits, size, input_shape,
+            calib_random, calib_count, layer_bits, keep_float, size_budget, avg_bits, recon, size, input_shape,
             pad_multiple, mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
             labels_file, task_params, embed_bits, zero_mode, distill, distill_minutes, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package, or a GGUF LLM to an LLM package
@@ -251,7 +255,7 @@ def convert(ctx, source, output, wbits, abits, granularity, group_size, method, 
         keep_float=set(filter(None, (keep_float or "").split(","))), scale_dtype=scale_dtype,
         sparsity=sparsity, nm=nm_pair, preprocess=pp, input_shapes=_input_shapes(input_shape),
         compress=compress, progress=not quiet,
-        signing_key=signing_key, task=task, size_budget=size_budget, avg_bits=avg_bits)
+        signing_key=signing_key, task=task, size_budget=size_budget, avg_bits=avg_bits, recon=recon)
     if observer:
         opts.observer = observer
     report = run_convert(source, output, opts)
