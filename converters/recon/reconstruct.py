@@ -58,15 +58,17 @@ def _dh(v: np.ndarray) -> np.ndarray:
 
 def gram(x: np.ndarray, x_q: np.ndarray | None, drop_prob: float, masks: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """A = E[x_mix^T x_mix], B = E[x_mix^T x] over rows, for x [G, R, K] (G groups)."""
+    xt = x.transpose(0, 2, 1)
     if x_q is None or drop_prob <= 0:
-        a = np.einsum("grk,grl->gkl", x, x) / x.shape[1]
+        a = np.matmul(xt, x) / x.shape[1]
         return a, a
     a = np.zeros((x.shape[0], x.shape[2], x.shape[2]))
     b = np.zeros_like(a)
     for _ in range(masks):
         mix = np.where(rng.random(x.shape) < drop_prob, x_q, x)
-        a += np.einsum("grk,grl->gkl", mix, mix)
-        b += np.einsum("grk,grl->gkl", mix, x)
+        mt = mix.transpose(0, 2, 1)
+        a += np.matmul(mt, mix)
+        b += np.matmul(mt, x)
     return a / (masks * x.shape[1]), b / (masks * x.shape[1])
 
 
@@ -79,13 +81,15 @@ def round_layer(w: np.ndarray, s: np.ndarray, qmax: int, a: np.ndarray, b: np.nd
     frac = w / s - base
     p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
     v = np.log(p / (1 - p))                                      # h(v) = frac at the start
-    energy = max(float(np.einsum("gkn,gkl,gln->", w, b, w)), 1e-30)   # ~ ||x W||^2 per row
+    energy = max(float(np.einsum("gkn,gkn->", w, np.matmul(b, w))), 1e-30)   # ~ ||x W||^2 per row
+
+    a32 = a.astype(np.float32)
+    bw = np.matmul(b, w)                                        # constant: B W
 
     def loss_grad(v):
         q = np.clip(base + _h(v), -qmax, qmax)
         wq = q * s
-        aw = np.einsum("gkl,gln->gkn", a, wq)
-        bw = np.einsum("gkl,gln->gkn", b, w)
+        aw = np.matmul(a32, wq.astype(np.float32)).astype(np.float64)     # BLAS, the one K x K x N product
         rec = (np.einsum("gkn,gkn->", wq, aw) - 2 * np.einsum("gkn,gkn->", wq, bw)) / energy
         inside = (base + _h(v) > -qmax) & (base + _h(v) < qmax)
         g = 2 * (aw - bw) / energy * s * _dh(v) * inside
@@ -112,7 +116,7 @@ def round_layer(w: np.ndarray, s: np.ndarray, qmax: int, a: np.ndarray, b: np.nd
 
     def rec_of(qq):
         wq = qq * s
-        return float((np.einsum("gkn,gkl,gln->", wq, a, wq) - 2 * np.einsum("gkn,gkl,gln->", wq, b, w)) / energy)
+        return float((np.einsum("gkn,gkn->", wq, np.matmul(a, wq)) - 2 * np.einsum("gkn,gkn->", wq, bw)) / energy)
     return q.astype(np.int8), {"rec_rtn": rec_of(rtn) + 1, "rec_start": rec0 + 1, "rec": rec_of(q) + 1,
                                "flipped": float(np.mean(q != rtn))}
 
