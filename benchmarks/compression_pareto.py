@@ -45,15 +45,17 @@ REC_ROWS = [
     ("mixed 8.3 bits/w + A8", dict(wbits=8, abits=8, avg_bits=8.3)),
     ("mixed 6 bits/w + A8", dict(wbits=8, abits=8, avg_bits=6.0)),
     ("mixed 5 bits/w + A8", dict(wbits=8, abits=8, avg_bits=5.0)),
+    ("W8A8 + qdrop", dict(wbits=8, abits=8, recon="qdrop")),
 ]
 DET_ROWS = [
     ("W8A8", dict(wbits=8, abits=8)),
     ("W4A8 (dw/small at 8)", dict(wbits=4, abits=8)),
+    ("W4A8 + qdrop", dict(wbits=4, abits=8, recon="qdrop")),
     ("W3A8 (dw/small at 8)", dict(wbits=3, abits=8)),
+    ("W3A8 + qdrop", dict(wbits=3, abits=8, recon="qdrop")),
     ("mixed 0.60 MB + A8", dict(wbits=8, abits=8, size_budget="0.60MB")),
-    ("mixed 0.52 MB + A8", dict(wbits=8, abits=8, size_budget="0.52MB")),
+    ("mixed 0.49 MB + A8 + qdrop", dict(wbits=8, abits=8, size_budget="0.49MB", recon="qdrop")),
     ("mixed 0.45 MB + A8", dict(wbits=8, abits=8, size_budget="0.45MB")),
-    ("mixed 0.45 MB, weight-only", dict(wbits=8, abits=None, size_budget="0.45MB")),
 ]
 
 
@@ -175,7 +177,7 @@ def det_section(args, work) -> tuple[list, dict]:
              for s in args.eval_seeds}
     n_w = weight_count(src)
     runners = anchors(src, work / "det.int8.onnx", [{"x": preprocess_file(f, pp)} for f in calib_files], work, args)
-    rows = DET_ROWS[:2] + DET_ROWS[4:5] if args.quick else DET_ROWS
+    rows = DET_ROWS[:2] + DET_ROWS[7:8] if args.quick else DET_ROWS
     for label, (path, secs) in convert_rows(src, rows, work, "det", calib_dir, len(calib_files), pp, [1, 3, *size],
                                             args.mixed_batches or 2).items():
         runners[f"edgert {label}"] = (C.EdgertRunner(path, "ort", args.threads), path.stat().st_size, secs)
