@@ -56,6 +56,7 @@ def quantize_model(graph: Graph, options: ConvertOptions,
     qopts = options.quantize_options()
     if options.preprocess is not None:
         graph.preprocess = options.preprocess
+    outliers = _outlier_pass(graph, options, reader) if options.outlier else None
     mixed, calib = _allocate_widths(graph, options, qopts, reader) if options.budgeted else (None, None)
     plan = plan_quantization(graph, qopts)
     names = plan.activation_names()
@@ -73,6 +74,8 @@ def quantize_model(graph: Graph, options: ConvertOptions,
     qgraph = quantize_graph(graph, plan, calib.ranges if calib else {}, qopts)
     if recon is not None:
         qgraph.metadata.setdefault("quantization_passes", {})[options.recon] = recon
+    if outliers is not None:
+        qgraph.metadata.setdefault("quantization_passes", {})[options.outlier] = outliers
     sqnr: dict[str, float] = {}
     t0 = time.perf_counter()
     if reader is not None and options.sqnr_batches > 0:
@@ -132,6 +135,22 @@ def _allocate_widths(graph: Graph, options: ConvertOptions, qopts, reader: Calib
     qopts.layer_bits = {name: b for name, b in report.bits.items() if b != FLOAT}
     qopts.keep_float = set(qopts.keep_float) | {name for name, b in report.bits.items() if b == FLOAT}
     return report, calib
+
+
+def _outlier_pass(graph: Graph, options: ConvertOptions, reader: CalibrationReader | None) -> dict:
+    """An activation-outlier pass (converters/outliers) on the float graph, before calibration."""
+    from converters.outliers import get_outlier_pass
+
+    if reader is None:
+        raise CalibrationError(f"the {options.outlier} pass measures activations on calibration data: "
+                               "give --calib DIR or --calib-random N")
+    _, capture = make_capture_runner(graph, options.backend_for_calibration)
+    report = get_outlier_pass(options.outlier)(graph, first_batches(reader, options.recon_batches),
+                                               options.abits or 8, capture)
+    if options.progress:
+        done = [k for k, r in report.items() if r["applied"]]
+        print(f"{options.outlier}: {len(done)} of {len(report)} sites rewritten", file=sys.stderr)
+    return {"sites": len(report), "applied": sum(r["applied"] for r in report.values())}
 
 
 def _reconstruct(graph: Graph, plan: QuantPlan, qopts, options: ConvertOptions, reader: CalibrationReader | None,

@@ -100,6 +100,7 @@ class ConvertOptions:
     mixed_batches: int = 4              # calibration batches the probes run on
     # reconstruction pass after calibration (converters/recon: "adaround" | "qdrop"), None = plain rounding
     recon: str | None = None
+    outlier: str | None = None          # activation-outlier pass before calibration (converters/outliers: "os+")
     recon_batches: int = 4              # calibration batches whose rows the reconstruction fits
     recon_iters: int = 300
     # activations / calibration
@@ -147,6 +148,9 @@ class ConvertOptions:
         if self.recon is not None:
             from converters.recon import get_pass
             get_pass(self.recon)                  # an unknown name fails before any work
+        if self.outlier is not None:
+            from converters.outliers import get_outlier_pass
+            get_outlier_pass(self.outlier)
         if self.size_budget is not None and self.avg_bits is not None:
             raise ConversionError("give a size budget or an average bit width, not both")
         return q

@@ -56,6 +56,22 @@ def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
         raise CliError(f"--{name} wants comma-separated numbers, got {value!r}") from None
 
 
+def _split_passes(passes: tuple[str, ...]) -> dict[str, str | None]:
+    """--pass names -> ConvertOptions' outlier (before calibration) and recon (after) passes."""
+    from converters.outliers import known_outlier_passes
+    from converters.recon import known_passes
+
+    out: dict[str, str | None] = {"outlier": None, "recon": None}
+    for name in passes:
+        key = "outlier" if name in known_outlier_passes() else "recon" if name in known_passes() else None
+        if key is None:
+            raise CliError(f"unknown --pass {name!r} (known: {', '.join(known_outlier_passes() + known_passes())})")
+        if out[key] is not None:
+            raise CliError(f"--pass {out[key]} and {name} are alternatives; give one")
+        out[key] = name
+    return out
+
+
 def _layer_bits(value: str | None) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in filter(None, (value or "").split(",")):
@@ -158,10 +174,10 @@ def main() -> None:
                    "knapsack (overrides --wbits / --mixed / --layer-bits)")
 @click.option("--avg-bits", type=click.FloatRange(1, 32), default=None,
               help="mixed precision: this many bits per weight on average, scales included")
-@click.option("--pass", "recon", default=None,
-              help="reconstruction pass after calibration: adaround | qdrop (learned rounding fitted to "
-                   "each layer's float output on the calibration data; qdrop drops activation "
-                   "quantization at random while fitting)")
+@click.option("--pass", "passes", multiple=True,
+              help="a compression pass (repeatable): os+ (outlier suppression+, before calibration), "
+                   "adaround | qdrop (learned rounding fitted to each layer's float output on the "
+                   "calibration data; qdrop drops activation quantization at random while fitting)")
 @click.option("--size", default=None,
               help="image input HxW, e.g. 640x640: images are resized to it (recorded in the "
                    "package); it also sizes random calibration inputs whose H, W are dynamic")
@@ -201,7 +217,7 @@ def main() -> None:
 @click.pass_context
 def convert(ctx, source, output, wbits, abits, granularity, group_size, method, mixed, small_layer_params,
             observer, calib_dir,
-            calib_random, calib_count, layer_bits, keep_float, size_budget, avg_bits, recon, size, input_shape,
+            calib_random, calib_count, layer_bits, keep_float, size_budget, avg_bits, passes, size, input_shape,
             pad_multiple, mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
             labels_file, task_params, embed_bits, zero_mode, distill, distill_minutes, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package, or a GGUF LLM to an LLM package
@@ -255,7 +271,8 @@ def convert(ctx, source, output, wbits, abits, granularity, group_size, method, 
         keep_float=set(filter(None, (keep_float or "").split(","))), scale_dtype=scale_dtype,
         sparsity=sparsity, nm=nm_pair, preprocess=pp, input_shapes=_input_shapes(input_shape),
         compress=compress, progress=not quiet,
-        signing_key=signing_key, task=task, size_budget=size_budget, avg_bits=avg_bits, recon=recon)
+        signing_key=signing_key, task=task, size_budget=size_budget, avg_bits=avg_bits,
+        **_split_passes(passes))
     if observer:
         opts.observer = observer
     report = run_convert(source, output, opts)

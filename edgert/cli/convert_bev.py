@@ -16,7 +16,7 @@ MARKER = b"edgert.bev.stages"
 # are fixed by the export's metadata)
 NOT_FOR_BEV = ("calib_random", "size", "input_shape", "pad_multiple", "mean", "std", "channels", "layout",
                "scale_dtype", "sparsity", "nm", "task_name", "labels_file", "task_params", "embed_bits",
-               "zero_mode", "size_budget", "avg_bits", "recon")
+               "zero_mode", "size_budget", "avg_bits", "passes")
 
 
 def is_bev_source(source: Path) -> bool:

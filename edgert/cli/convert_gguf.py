@@ -14,7 +14,7 @@ from click.core import ParameterSource
 ONNX_ONLY = ("abits", "granularity", "method", "mixed", "small_layer_params", "observer", "calib_dir",
              "calib_random", "calib_count", "layer_bits", "keep_float", "size", "input_shape",
              "pad_multiple", "mean", "std", "channels", "layout", "scale_dtype", "sparsity", "nm",
-             "task_name", "labels_file", "task_params", "size_budget", "avg_bits", "recon")
+             "task_name", "labels_file", "task_params", "size_budget", "avg_bits", "passes")
 GGUF_DEFAULTS = {"group_size": 32, "compress": "none"}   # LLM weights stay uncompressed (mappable)
 
 

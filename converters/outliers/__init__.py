@@ -1,0 +1,52 @@
+"""Activation-outlier passes: graph rewrites, exact in float, that make activations easier to quantize.
+They run on the float graph before calibration (`edgert convert --pass NAME`).
+
+    os+   Outlier Suppression+: channel-wise shift and scale of a per-channel affine's output (a
+          LayerNorm tail) migrated into the affine and the MatMuls that read it (os_plus.py)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from edgert.errors import ConversionError
+from edgert.ir import Graph
+
+MAX_ROWS = 8192
+
+
+def run_os_plus(graph: Graph, batches: list[dict], abits: int, capture) -> dict:
+    """Apply OS+ where it lowers the quantized MatMul outputs' error on the calibration rows; returns
+    {site: {"before": err, "after": err}} for the sites considered."""
+    import converters.outliers.os_plus as O
+
+    rng = np.random.default_rng(0)
+    report = {}
+    for site in O.find_sites(graph):
+        name = site.affine.outputs[0]
+        rows = np.concatenate([np.asarray(capture(b, {name})[name], np.float32).reshape(-1, np.shape(
+            graph.initializers[site.consumers[0].inputs[1]])[0]) for b in batches], 0)
+        if len(rows) > MAX_ROWS:
+            rows = rows[rng.choice(len(rows), MAX_ROWS, replace=False)]
+        ws = [np.asarray(graph.initializers[u.inputs[1]], np.float32) for u in site.consumers]
+        z, s, before, after = O.choose(rows, ws, abits)
+        applied = after < 0.95 * before
+        if applied:
+            O.apply(graph, site, z, s)
+        report[name] = {"before": before, "after": after, "applied": applied, "max_scale": float(s.max())}
+    return report
+
+
+OutlierPass = Callable[[Graph, list, int, Callable], dict]
+PASSES: dict[str, OutlierPass] = {"os+": run_os_plus}
+
+
+def known_outlier_passes() -> list[str]:
+    return sorted(PASSES)
+
+
+def get_outlier_pass(name: str) -> OutlierPass:
+    if name not in PASSES:
+        raise ConversionError(f"unknown outlier pass {name!r} (known: {', '.join(PASSES)})")
+    return PASSES[name]
