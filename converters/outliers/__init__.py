@@ -1,8 +1,9 @@
 """Activation-outlier passes: graph rewrites, exact in float, that make activations easier to quantize.
 They run on the float graph before calibration (`edgert convert --pass NAME`).
 
-    os+   Outlier Suppression+: channel-wise shift and scale of a per-channel affine's output (a
-          LayerNorm tail) migrated into the affine and the MatMuls that read it (os_plus.py)
+    os+       Outlier Suppression+: channel-wise shift and scale of a per-channel affine's output (a
+              LayerNorm tail) migrated into the affine and the MatMuls that read it (os_plus.py)
+    os-gamma  Outlier Suppression's gamma migration: the LayerNorm's gamma moved into those MatMuls
 """
 from __future__ import annotations
 
@@ -38,8 +39,25 @@ def run_os_plus(graph: Graph, batches: list[dict], abits: int, capture) -> dict:
     return report
 
 
+def run_gamma_migration(graph: Graph, batches: list[dict], abits: int, capture) -> dict:
+    """Outlier Suppression's gamma migration: the affine's gamma moves into the MatMuls that read it
+    (y' = x + beta / gamma, W' = diag(gamma) W), so the quantized tensor no longer carries the
+    per-channel amplification that LayerNorm's gamma concentrates in a few channels.  Data-free;
+    channels with gamma = 0 keep their scale."""
+    import converters.outliers.os_plus as O
+
+    report = {}
+    for site in O.find_sites(graph):
+        gi = next(i for i in (0, 1) if O.const(graph, site.mul.inputs[i]) is not None)
+        gamma = O.const(graph, site.mul.inputs[gi]).astype(np.float32)
+        s = np.where(gamma != 0, gamma, 1.0).astype(np.float32)
+        O.apply(graph, site, np.zeros_like(s), s)
+        report[site.affine.outputs[0]] = {"applied": True, "max_scale": float(np.abs(s).max())}
+    return report
+
+
 OutlierPass = Callable[[Graph, list, int, Callable], dict]
-PASSES: dict[str, OutlierPass] = {"os+": run_os_plus}
+PASSES: dict[str, OutlierPass] = {"os+": run_os_plus, "os-gamma": run_gamma_migration}
 
 
 def known_outlier_passes() -> list[str]:

@@ -113,6 +113,8 @@ def apply(graph: Graph, site: Site, z: np.ndarray, s: np.ndarray) -> None:
         mm = f"{out}__osp_mm"
         bias = f"{out}__osp_shift"
         graph.initializers[bias] = (z.astype(np.float64) @ w.astype(np.float64)).astype(np.float32)
+        if not np.any(z):
+            continue                     # no shift: nothing to add back
         u.outputs[0] = mm
         pos = graph.nodes.index(u)
         graph.nodes.insert(pos + 1, Node("Add", f"{u.name}__osp_shift", [mm, bias], [out]))
