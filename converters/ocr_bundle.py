@@ -44,6 +44,10 @@ class StageOptions:
     weight_only: bool = False                  # no activation quantization in this model
     keep_float: set[str] = field(default_factory=set)          # node / output names or globs
     layer_bits: dict[str, int] = field(default_factory=dict)
+    avg_bits: float | None = None              # mixed precision under a budget (converters/mixed)
+    size_budget: str | None = None
+    outlier: str | None = None                 # converters/outliers pass (os+ | os-gamma)
+    recon: str | None = None                   # converters/recon pass (adaround | qdrop)
 
 
 @dataclass
@@ -90,7 +94,8 @@ class OcrConvertOptions:
             mixed_precision=self.mixed_precision, layer_bits=dict(st.layer_bits),
             keep_float=set(st.keep_float), observer=self.observer, sqnr_batches=self.sqnr_batches,
             backend_for_calibration=self.backend_for_calibration, preprocess=preprocess,
-            compress=self.compress, progress=self.progress)
+            compress=self.compress, progress=self.progress, avg_bits=st.avg_bits, size_budget=st.size_budget,
+            outlier=st.outlier, recon=st.recon)
 
     def validate(self) -> None:
         for name in STAGES:

@@ -36,6 +36,14 @@ _abits = click.IntRange(2, 8)
 @click.option("--det-keep-float", default=None, help="det layers (globs, comma-separated) kept in float")
 @click.option("--cls-keep-float", default=None, help="cls layers kept in float")
 @click.option("--rec-keep-float", default=None, help="rec layers kept in float")
+@click.option("--det-avg-bits", type=click.FloatRange(1, 32), default=None,
+              help="det mixed precision: this many bits per weight on average (probes + knapsack)")
+@click.option("--cls-avg-bits", type=click.FloatRange(1, 32), default=None, help="cls mixed precision")
+@click.option("--rec-avg-bits", type=click.FloatRange(1, 32), default=None,
+              help="rec mixed precision (8.3 with 8-bit activations keeps rec's sensitive layers float)")
+@click.option("--det-pass", multiple=True, help="det compression pass: os+ | os-gamma | adaround | qdrop (repeatable)")
+@click.option("--cls-pass", multiple=True, help="cls compression pass")
+@click.option("--rec-pass", multiple=True, help="rec compression pass")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=Path), default=None,
               help="folder of page images (det calibration; its text lines calibrate cls and rec)")
 @click.option("--calib-count", type=click.IntRange(1, 100000), default=16, show_default=True,
@@ -62,7 +70,7 @@ _abits = click.IntRange(2, 8)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def convert_ocr(det, cls, no_cls, rec, output, wbits, abits, det_wbits, cls_wbits, rec_wbits, det_abits,
                 cls_abits, rec_abits, weight_only, det_keep_float, cls_keep_float, rec_keep_float,
-                calib_dir, calib_count, det_calib_side, max_calib_lines, cascade, sqnr_batches,
+                det_avg_bits, cls_avg_bits, rec_avg_bits, det_pass, cls_pass, rec_pass, calib_dir, calib_count, det_calib_side, max_calib_lines, cascade, sqnr_batches,
                 keys_path, granularity, method, mixed, observer, compress, sign_key, quiet, as_json):
     """Convert PP-OCR det, cls and rec models into one quantized OCR bundle."""
     from converters.ocr_bundle import OcrConvertOptions, StageOptions, convert_ocr as run
@@ -79,11 +87,13 @@ def convert_ocr(det, cls, no_cls, rec, output, wbits, abits, det_wbits, cls_wbit
     if sign_key is not None:
         from edgert.package.signing import load_private_key
         signing_key = load_private_key(sign_key)
+    from edgert.cli import _split_passes
     stages = {
-        name: StageOptions(wbits=w, abits=a, weight_only=name in weight_only, keep_float=_globs(kf))
-        for name, w, a, kf in (("det", det_wbits, det_abits, det_keep_float),
-                               ("cls", cls_wbits, cls_abits, cls_keep_float),
-                               ("rec", rec_wbits, rec_abits, rec_keep_float))}
+        name: StageOptions(wbits=w, abits=a, weight_only=name in weight_only, keep_float=_globs(kf), avg_bits=ab,
+                           **_split_passes(ps))
+        for name, w, a, kf, ab, ps in (("det", det_wbits, det_abits, det_keep_float, det_avg_bits, det_pass),
+                                       ("cls", cls_wbits, cls_abits, cls_keep_float, cls_avg_bits, cls_pass),
+                                       ("rec", rec_wbits, rec_abits, rec_keep_float, rec_avg_bits, rec_pass))}
     log = None if quiet or as_json else (lambda s: click.echo(s, err=True))
     opts = OcrConvertOptions(
         wbits=wbits, abits=abits, **stages, calib_dir=calib_dir, calib_count=calib_count,

@@ -75,3 +75,14 @@ def test_convert_ocr_bad_keys_is_one_line(tmp_path, pages, det_model, cls_model,
     keys.write_text("a\nb\nc\n", encoding="utf-8")          # valid, but rec has 6625 classes
     assert_one_line_error(invoke(*base, "--keys", keys), "5 classes", "6625")
     assert not (tmp_path / "o.pkg").exists()
+
+
+def test_convert_ocr_per_stage_compression_flags(tmp_path, det_model, cls_model, rec_model):
+    from converters.ocr_bundle import OcrConvertOptions, StageOptions
+    from edgert.ocr import stages as S
+    opts = OcrConvertOptions(rec=StageOptions(avg_bits=8.3), det=StageOptions(recon="qdrop", outlier="os+"))
+    rec, det, cls = (opts.convert_options(n, S.DEFAULT_PREPROCESS) for n in ("rec", "det", "cls"))
+    assert rec.avg_bits == 8.3 and det.recon == "qdrop" and det.outlier == "os+"
+    assert cls.avg_bits is None and cls.recon is None
+    base = ["convert-ocr", "--det", det_model, "--cls", cls_model, "--rec", rec_model, "-o", tmp_path / "o.pkg"]
+    assert_one_line_error(invoke(*base, "--det-pass", "gptq"), "unknown --pass 'gptq'")
