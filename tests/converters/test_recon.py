@@ -73,5 +73,6 @@ def test_learned_rounding_beats_plain_rounding_on_held_out_inputs(tmp_path, name
     fitted = quantize_model(graph, ConvertOptions(recon=name, recon_iters=200, **base), calib)
     meta = fitted.graph.metadata["quantization_passes"][name]
     assert meta["layers"] == 4 and meta["median_error_gain"] > 1.5
+    assert meta["kept"] and meta["error_learned"] < meta["error_plain"]      # the model-level check
     for seed in (101, 202):
         assert _held_out_error(graph, fitted.graph, seed) < 0.85 * _held_out_error(graph, plain.graph, seed)
