@@ -41,7 +41,7 @@ from edgert.errors import InputError
 from scheduler.policies.base import Pending, Policy, Run, Rung, Skip, Wait
 from scheduler.records import Fate, FrameRecord, OutputRecord, StreamResult
 from scheduler.stages import BevStages
-from scheduler.stream import StreamOptions, _Executor, _first_capture_us
+from scheduler.stream import StreamOptions, _Executor
 
 _POLL_S = 0.05          # threads re-check stop / errors at least this often while waiting
 

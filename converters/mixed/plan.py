@@ -8,7 +8,7 @@ keep a layer in float (32 bits per weight, error 0) when the budget has room.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -54,7 +54,6 @@ class MixedReport:
     probe_s: float
     backend: str
     package_error: float | None = None    # the quantized graph (activations too), set by the converter
-    curve: list[tuple[float, float]] = field(default_factory=list)   # (avg bits, predicted error) frontier
 
     @property
     def avg_bits(self) -> float:
@@ -135,14 +134,7 @@ def plan_mixed_precision(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, 
     swap = {lp.weight: dequantized_weight(graph, lp, bits[lp.name], qopts, method)
             for lp in layers if bits[lp.name] != FLOAT}
     measured = prober.error(swap)
-    curve = []
-    for frac in (0.6, 0.8, 1.0, 1.25, 1.5):                  # the predicted frontier around the budget
-        try:
-            a = allocate([[(nb, e) for _, nb, e in c] for c in cands], int(budget * frac))
-            curve.append((8 * a.bytes / params, a.error))
-        except ConversionError:
-            pass
     return MixedReport(options.budget.describe(), budget, fixed, alloc.bytes, params, bits,
                        {lp.name: (sens.error[lp.name][bits[lp.name]] + act.get(lp.name, 0.0)
                                   if bits[lp.name] != FLOAT else 0.0) for lp in layers},
-                       alloc.error, measured, prober.runs, time.perf_counter() - t0, prober.backend, curve=curve)
+                       alloc.error, measured, prober.runs, time.perf_counter() - t0, prober.backend)

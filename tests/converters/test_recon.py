@@ -23,7 +23,6 @@ from test_mixed import _graph, _held_out_error  # noqa: E402
     (3, 1, [1, 1, 1, 1], 1, 1), (3, 2, [1, 0, 1, 2], 1, 1), (5, 1, [2, 2, 2, 2], 1, 6), (3, 1, [2, 2, 2, 2], 2, 2),
     (1, 1, [0, 0, 0, 0], 1, 1)])
 def test_im2col_rows_times_weights_is_the_convolution(k, stride, pads, dil, groups):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
