@@ -92,33 +92,28 @@ def weight_count(src: Path) -> int:
                and n.inputs[1] in g.initializers)
 
 
-def anchors(src: Path, int8_path: Path, calib_feeds: list, work: Path, args) -> dict:
-    """{name: (runner, file bytes, build seconds)} for ORT fp32 and ORT's quantize_static int8."""
+def contestants(src: Path, calib_feeds: list, rows, work: Path, stem: str, calib_dir: Path, pp, shape,
+                mixed_batches: int, args) -> dict:
+    """{name: (runner, file bytes, build seconds)}: ORT fp32, ORT's quantize_static int8 and one edgert
+    package per row (a failed row is logged and left out, so it cannot lose the others)."""
     runners = {"ORT fp32": (C.OrtRunner(src, args.threads), src.stat().st_size, 0.0)}
     t0 = time.perf_counter()
     try:
-        p = C.ort_quantize_static(src, int8_path, calib_feeds, work)
+        p = C.ort_quantize_static(src, work / f"{stem}.int8.onnx", calib_feeds, work)
         runners["ORT quantize_static int8 (QDQ per-channel)"] = (C.OrtRunner(p, args.threads), p.stat().st_size,
                                                                  time.perf_counter() - t0)
-    except Exception:  # noqa: BLE001 - the anchor failing must not lose edgert's rows
+    except Exception:  # noqa: BLE001
         log(f"ORT quantize_static failed:\n{traceback.format_exc()}")
-    return runners
-
-
-def convert_rows(src, rows, work, stem, calib_dir, count, pp, shape, mixed_batches):
-    """{label: (package path, seconds)}; failures are logged and left out."""
-    out = {}
-    for label, kw in rows:
-        path = work / f"{stem}.{label.split()[0].replace('/', '_')}.{abs(hash(label)) % 10**6}.pkg"
+    for i, (label, kw) in enumerate(rows):
+        path = work / f"{stem}.{i:02d}.pkg"
         log(f"{stem}: convert {label}")
         try:
-            _, secs = C.edgert_convert(src, path, calib_dir=calib_dir, calib_count=count, preprocess=pp,
-                                       input_shapes={"x": shape}, mixed_batches=mixed_batches,
-                                       progress=False, **kw)
-            out[label] = (path, secs)
-        except Exception:  # noqa: BLE001 - one failed row must not lose the others
+            _, secs = C.edgert_convert(src, path, calib_dir=calib_dir, calib_count=len(calib_feeds), preprocess=pp,
+                                       input_shapes={"x": shape}, mixed_batches=mixed_batches, progress=False, **kw)
+            runners[f"edgert {label}"] = (C.EdgertRunner(path, "ort", args.threads), path.stat().st_size, secs)
+        except Exception:  # noqa: BLE001
             log(f"{stem}: {label} failed:\n{traceback.format_exc()}")
-    return out
+    return runners
 
 
 def rec_section(args, work) -> tuple[list, dict]:
@@ -137,11 +132,9 @@ def rec_section(args, work) -> tuple[list, dict]:
     evals = {s: [preprocess_array(i, pp) for i in prep(C.rendered_lines(s, args.eval_lines, REC_HW[0], REC_HW[1]))]
              for s in args.eval_seeds}
     n_w = weight_count(src)
-    runners = anchors(src, work / "rec.int8.onnx", [{"x": preprocess_array(i, pp)} for i in calib], work, args)
     rows = REC_ROWS[:2] + REC_ROWS[4:5] if args.quick else REC_ROWS
-    for label, (path, secs) in convert_rows(src, rows, work, "rec", calib_dir, len(calib), pp, [1, 3, *REC_HW],
-                                            args.mixed_batches or 4).items():
-        runners[f"edgert {label}"] = (C.EdgertRunner(path, "ort", args.threads), path.stat().st_size, secs)
+    runners = contestants(src, [{"x": preprocess_array(i, pp)} for i in calib], rows, work, "rec", calib_dir, pp,
+                          [1, 3, *REC_HW], args.mixed_batches or 4, args)
     ref = {s: [C.ctc_greedy_decode(runners["ORT fp32"][0]({"x": x})[0], charset) for x in xs] for s, xs in evals.items()}
     table, raw = [], {}
     for name, (run, size, secs) in runners.items():
@@ -176,11 +169,9 @@ def det_section(args, work) -> tuple[list, dict]:
                                                                           seed=s, kind="page")]
              for s in args.eval_seeds}
     n_w = weight_count(src)
-    runners = anchors(src, work / "det.int8.onnx", [{"x": preprocess_file(f, pp)} for f in calib_files], work, args)
     rows = DET_ROWS[:2] + DET_ROWS[7:8] if args.quick else DET_ROWS
-    for label, (path, secs) in convert_rows(src, rows, work, "det", calib_dir, len(calib_files), pp, [1, 3, *size],
-                                            args.mixed_batches or 2).items():
-        runners[f"edgert {label}"] = (C.EdgertRunner(path, "ort", args.threads), path.stat().st_size, secs)
+    runners = contestants(src, [{"x": preprocess_file(f, pp)} for f in calib_files], rows, work, "det", calib_dir, pp,
+                          [1, 3, *size], args.mixed_batches or 2, args)
     ref = {s: [runners["ORT fp32"][0]({"x": x}) for x in xs] for s, xs in evals.items()}
     table, raw = [], {}
     for name, (run, nbytes, secs) in runners.items():
