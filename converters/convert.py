@@ -70,11 +70,14 @@ def quantize_model(graph: Graph, options: ConvertOptions,
         calib = calibrate(graph, reader, names, options.observer,
                           ObserverConfig(percentile=options.percentile),
                           options.backend_for_calibration, options.progress, qmin, qmax)
-    recon = _reconstruct(graph, plan, qopts, options, reader, calib) if options.recon else None
-    qgraph = quantize_graph(graph, plan, calib.ranges if calib else {}, qopts)
+    recon, learned_ranges = _reconstruct(graph, plan, qopts, options, reader, calib) if options.recon else (None, {})
+    qgraph = quantize_graph(graph, plan, {**(calib.ranges if calib else {}), **learned_ranges}, qopts)
     if recon is not None:
         qgraph = _keep_better_rounding(graph, plan, qopts, qgraph, calib, reader, options, recon)
         qgraph.metadata.setdefault("quantization_passes", {})[options.recon] = recon
+    if options.outlier == "noisyquant":        # the noise is removed with the integer weights, exactly
+        from converters.outliers.noisyquant import refit_noise_bias
+        outliers["refit"] = refit_noise_bias(qgraph)
     if outliers is not None:
         qgraph.metadata.setdefault("quantization_passes", {})[options.outlier] = outliers
     sqnr: dict[str, float] = {}
@@ -131,7 +134,7 @@ def _allocate_widths(graph: Graph, options: ConvertOptions, qopts, reader: Calib
     report = plan_mixed_precision(graph, plan0, qopts, get_method(qopts.method),
                                   first_batches(reader, options.mixed_batches),
                                   MixedOptions(budget, tuple(options.mixed_widths), options.mixed_float,
-                                               options.mixed_batches),
+                                               options.mixed_batches, options.mixed_sensitivity),
                                   options.backend_for_calibration, log, calib.ranges if calib else None)
     qopts.layer_bits = {name: b for name, b in report.bits.items() if b != FLOAT}
     qopts.keep_float = set(qopts.keep_float) | {name for name, b in report.bits.items() if b == FLOAT}
@@ -155,23 +158,38 @@ def _outlier_pass(graph: Graph, options: ConvertOptions, reader: CalibrationRead
 
 
 def _reconstruct(graph: Graph, plan: QuantPlan, qopts, options: ConvertOptions, reader: CalibrationReader | None,
-                 calib: CalibrationResult | None) -> dict:
+                 calib: CalibrationResult | None) -> tuple[dict, dict]:
     """A reconstruction pass (converters/recon) over the planned layers: sets each covered layer's
-    integer weights; returns a summary for the package metadata."""
+    integer weights; returns a summary for the package metadata and the activation ranges it learned
+    (block passes; {} for layer-wise ones)."""
     from dataclasses import replace
 
     from converters.methods import get_method
-    from converters.recon import get_pass, reconstruct_layers
+    from converters.recon import BlockOptions, get_pass, reconstruct_layers
     from converters.recon.jobs import layer_jobs
 
     if reader is None:
         raise CalibrationError(f"the {options.recon} pass fits the layers to calibration data: "
                                "give --calib DIR or --calib-random N")
-    ropts = replace(get_pass(options.recon), iters=options.recon_iters, seed=options.seed)
-    _, capture = make_capture_runner(graph, calib.backend if calib else options.backend_for_calibration)
+    ropts = get_pass(options.recon)
+    ropts = replace(ropts, iters=options.recon_iters or ropts.iters, seed=options.seed)
     batches = first_batches(reader, options.recon_batches)
     log = (lambda m: print(m, file=sys.stderr)) if options.progress else None
     t0 = time.perf_counter()
+    if isinstance(ropts, BlockOptions):
+        from converters.recon.block import crops, reconstruct_blocks
+        if options.recon_crop:
+            batches = crops(batches, options.recon_crop, 2, options.seed)
+        blocks, ranges = reconstruct_blocks(graph, plan, qopts, get_method(qopts.method), batches,
+                                            calib.ranges if calib else None, ropts, log)
+        secs = time.perf_counter() - t0
+        gain = [r["loss_rtn"] / max(r["loss"], 1e-30) for r in blocks.values()]
+        if log:
+            log(f"{options.recon}: {len(blocks)} blocks in {secs:.0f} s, {ropts.iters} steps each")
+        return ({"blocks": len(blocks), "seconds": round(secs, 1), "iters": ropts.iters,
+                 "drop_prob": ropts.drop_prob, "ranges_learned": len(ranges),
+                 "median_error_gain": float(np.median(gain)) if gain else 1.0}, ranges)
+    _, capture = make_capture_runner(graph, calib.backend if calib else options.backend_for_calibration)
     reports = reconstruct_layers(layer_jobs(graph, plan, qopts, get_method(qopts.method), batches, capture,
                                             calib.ranges if calib else None), ropts, log)
     secs = time.perf_counter() - t0
@@ -179,8 +197,8 @@ def _reconstruct(graph: Graph, plan: QuantPlan, qopts, options: ConvertOptions, 
     if log:
         log(f"{options.recon}: {len(reports)} layers in {secs:.0f} s, {ropts.iters} iterations each; layer output "
             f"error vs plain rounding: median {np.median(gain) if gain else 1:.2f}x lower")
-    return {"layers": len(reports), "seconds": round(secs, 1), "iters": ropts.iters, "drop_prob": ropts.drop_prob,
-            "median_error_gain": float(np.median(gain)) if gain else 1.0}
+    return ({"layers": len(reports), "seconds": round(secs, 1), "iters": ropts.iters, "drop_prob": ropts.drop_prob,
+             "median_error_gain": float(np.median(gain)) if gain else 1.0}, {})
 
 
 def _keep_better_rounding(graph: Graph, plan: QuantPlan, qopts, qgraph: Graph, calib, reader, options: ConvertOptions,

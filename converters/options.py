@@ -98,11 +98,13 @@ class ConvertOptions:
     mixed_widths: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     mixed_float: bool = True            # the allocator may keep a layer float
     mixed_batches: int = 4              # calibration batches the probes run on
-    # reconstruction pass after calibration (converters/recon: "adaround" | "qdrop"), None = plain rounding
+    mixed_sensitivity: str = "probe"    # "probe" (measured output errors) | "hutchinson" (Hessian traces, JAX)
+    # reconstruction pass after calibration (converters/recon: adaround, qdrop, qdrop-block, brecq); None = plain
     recon: str | None = None
     outlier: str | None = None          # activation-outlier pass before calibration (converters/outliers: "os+")
     recon_batches: int = 4              # calibration batches whose rows the reconstruction fits
-    recon_iters: int = 300
+    recon_crop: int | None = None       # block passes: fit on random SxS crops of the calibration images
+    recon_iters: int | None = None      # None: the pass's own (layer-wise 300, block 200 per block)
     # activations / calibration
     abits: int | None = 8
     observer: str = "minmax"            # measured best on PP-OCRv4 det W8A8 (percentile / mse clip

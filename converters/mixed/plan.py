@@ -31,8 +31,12 @@ class MixedOptions:
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     allow_float: bool = True
     batches: int = 4                      # calibration batches the probes run on
+    sensitivity: str = "probe"            # "probe": measured output errors; "hutchinson": Hessian traces (JAX)
+    hutchinson_samples: int = 16
 
     def __post_init__(self) -> None:
+        if self.sensitivity not in ("probe", "hutchinson"):
+            raise ConversionError(f"unknown sensitivity {self.sensitivity!r} (known: probe, hutchinson)")
         if not self.widths or any(not 1 <= b <= 8 for b in self.widths):
             raise ConversionError(f"candidate widths must be 1..8 bits, got {self.widths}")
         if self.batches < 1:
@@ -115,7 +119,12 @@ def plan_mixed_precision(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, 
                                   f"weights alone ({fixed:,} B of biases and float tensors)")
     scale_bytes = 2 if qopts.scale_dtype == "fp16" else 4
     prober = Prober(graph, layers, batches, backend)
-    sens = probe(prober, list(options.widths), qopts, method, log)
+    if options.sensitivity == "hutchinson":
+        from converters.mixed.hessian import hutchinson
+        sens = hutchinson(graph, layers, batches, list(options.widths), qopts, method, options.hutchinson_samples,
+                          log=log)
+    else:
+        sens = probe(prober, list(options.widths), qopts, method, log)
     act: dict[str, float] = {}
     if ranges is not None and qopts.abits is not None:
         act, runs = activation_errors(graph, layers, batches, ranges, qopts.abits, backend)

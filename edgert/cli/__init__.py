@@ -161,7 +161,7 @@ def main() -> None:
 @click.option("--mixed", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
               help="below 8 bits, keep depthwise and small layers (--small-layer-params) at 8 bits")
 @click.option("--small-layer-params", type=click.IntRange(0), default=10000, show_default=True)
-@click.option("--observer", default=None, help="activation observer (minmax|percentile|mse)")
+@click.option("--observer", default=None, help="activation observer (minmax|percentile|mse|tokenclip)")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=Path), help="folder of calibration images (a BEV model: a recording)")
 @click.option("--calib-random", type=click.IntRange(0, 10000), default=0,
               help="use N random inputs instead of images (smoke runs)")
@@ -174,10 +174,19 @@ def main() -> None:
                    "knapsack (overrides --wbits / --mixed / --layer-bits)")
 @click.option("--avg-bits", type=click.FloatRange(1, 32), default=None,
               help="mixed precision: this many bits per weight on average, scales included")
+@click.option("--sensitivity", type=click.Choice(["probe", "hutchinson"]), default="probe", show_default=True,
+              help="mixed precision's per-layer cost: measured output errors of every width, or "
+                   "Hessian traces (Hutchinson, JAX: the `train` extra)")
 @click.option("--pass", "passes", multiple=True,
-              help="a compression pass (repeatable): os+ (outlier suppression+, before calibration), "
-                   "adaround | qdrop (learned rounding fitted to each layer's float output on the "
-                   "calibration data; qdrop drops activation quantization at random while fitting)")
+              help="a compression pass (repeatable, one of each kind). Before calibration (activation "
+                   "outliers): os+, os-gamma, qllm, qllm-assemble, noisyquant, ptq4sam-bimodal. After: "
+                   "adaround | qdrop (learned rounding fitted to each layer's float output), qdrop-block | "
+                   "brecq (blocks fitted in JAX on the quantized network's inputs; the `train` extra)")
+@click.option("--recon-iters", type=click.IntRange(0, 100000), default=None,
+              help="reconstruction steps (per layer or per block)  [default: the pass's own, 300 / 200]")
+@click.option("--recon-crop", type=click.IntRange(8, 8192), default=None,
+              help="block reconstruction on random SxS crops of the calibration images (fully "
+                   "convolutional models: a quarter of the cost at half the side)")
 @click.option("--size", default=None,
               help="image input HxW, e.g. 640x640: images are resized to it (recorded in the "
                    "package); it also sizes random calibration inputs whose H, W are dynamic")
@@ -217,7 +226,8 @@ def main() -> None:
 @click.pass_context
 def convert(ctx, source, output, wbits, abits, granularity, group_size, method, mixed, small_layer_params,
             observer, calib_dir,
-            calib_random, calib_count, layer_bits, keep_float, size_budget, avg_bits, passes, size, input_shape,
+            calib_random, calib_count, layer_bits, keep_float, size_budget, avg_bits, sensitivity, passes, recon_iters,
+            recon_crop, size, input_shape,
             pad_multiple, mean, std, channels, layout, scale_dtype, sparsity, nm, compress, sign_key, task_name,
             labels_file, task_params, embed_bits, zero_mode, distill, distill_minutes, quiet, as_json):
     """Convert an ONNX model to a quantized edgert package, or a GGUF LLM to an LLM package
@@ -272,7 +282,7 @@ def convert(ctx, source, output, wbits, abits, granularity, group_size, method, 
         sparsity=sparsity, nm=nm_pair, preprocess=pp, input_shapes=_input_shapes(input_shape),
         compress=compress, progress=not quiet,
         signing_key=signing_key, task=task, size_budget=size_budget, avg_bits=avg_bits,
-        **_split_passes(passes))
+        mixed_sensitivity=sensitivity, recon_iters=recon_iters, recon_crop=recon_crop, **_split_passes(passes))
     if observer:
         opts.observer = observer
     report = run_convert(source, output, opts)
