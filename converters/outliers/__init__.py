@@ -1,9 +1,17 @@
-"""Activation-outlier passes: graph rewrites, exact in float, that make activations easier to quantize.
+"""Activation-outlier passes: graph rewrites, exact in float (qllm-assemble: nearly), that make
+activations easier to quantize.
 They run on the float graph before calibration (`edgert convert --pass NAME`).
 
     os+       Outlier Suppression+: channel-wise shift and scale of a per-channel affine's output (a
               LayerNorm tail) migrated into the affine and the MatMuls that read it (os_plus.py)
     os-gamma  Outlier Suppression's gamma migration: the LayerNorm's gamma moved into those MatMuls
+    qllm      QLLM's channel disassembly: outlier channels of that affine's output split into sub-channels
+              (a Gather) and the MatMuls' weight rows duplicated (qllm.py); qllm-assemble also merges
+              similar channel pairs back to the original width (approximate in float)
+    noisyquant  NoisyQuant: a searched fixed noisy bias added before a heavy-tailed layer input and
+              removed after the layer (noisyquant.py; refit_noise_bias after quantize_graph)
+    ptq4sam-bimodal  PTQ4SAM's bimodal integration: sign flips of bimodal key channels and of the query
+              channels they meet in the attention scores (ptq4sam.py)
 """
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from converters.outliers import noisyquant, ptq4sam, qllm
 from edgert.errors import ConversionError
 from edgert.ir import Graph
 
@@ -57,7 +66,9 @@ def run_gamma_migration(graph: Graph, batches: list[dict], abits: int, capture) 
 
 
 OutlierPass = Callable[[Graph, list, int, Callable], dict]
-PASSES: dict[str, OutlierPass] = {"os+": run_os_plus, "os-gamma": run_gamma_migration}
+PASSES: dict[str, OutlierPass] = {"os+": run_os_plus, "os-gamma": run_gamma_migration, "qllm": qllm.run,
+                                  "qllm-assemble": qllm.run_assemble, "noisyquant": noisyquant.run,
+                                  "ptq4sam-bimodal": ptq4sam.run}
 
 
 def known_outlier_passes() -> list[str]:

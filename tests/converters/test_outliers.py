@@ -77,7 +77,7 @@ def test_outlier_passes_lower_the_w8a8_error_on_held_out_inputs(tmp_path):
         _, rq = make_runner(q.graph, "ort")
         errs[name] = relative_error([rq(b) for b in held], [rf(b) for b in held])
     assert errs["os+"] < 0.5 * errs[None], errs
-    assert known_outlier_passes() == ["os+", "os-gamma"]
+    assert {"os+", "os-gamma"} <= set(known_outlier_passes())
     with pytest.raises(ConversionError, match="outlier pass"):
         ConvertOptions(outlier="smoothquant").quantize_options()
 
