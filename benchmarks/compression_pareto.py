@@ -46,6 +46,16 @@ REC_ROWS = [
     ("mixed 6 bits/w + A8", dict(wbits=8, abits=8, avg_bits=6.0)),
     ("mixed 5 bits/w + A8", dict(wbits=8, abits=8, avg_bits=5.0)),
     ("W8A8 + qdrop", dict(wbits=8, abits=8, recon="qdrop")),
+    ("W8A8 + qdrop-block (100 steps/block)", dict(wbits=8, abits=8, recon="qdrop-block", recon_iters=100,
+                                                  recon_batches=32)),
+    ("mixed 6 bits/w, weight-only, Hutchinson", dict(wbits=8, abits=None, avg_bits=6.0,
+                                                     mixed_sensitivity="hutchinson")),
+    ("mixed 5 bits/w, weight-only + brecq", dict(wbits=8, abits=None, avg_bits=5.0, recon="brecq", recon_iters=100,
+                                                 recon_batches=32)),
+    ("W8A8 + qllm", dict(wbits=8, abits=8, outlier="qllm")),
+    ("W8A8 + noisyquant", dict(wbits=8, abits=8, outlier="noisyquant")),
+    ("W8A8 + ptq4sam-bimodal", dict(wbits=8, abits=8, outlier="ptq4sam-bimodal")),
+    ("W8A8, tokenclip observer", dict(wbits=8, abits=8, observer="tokenclip")),
 ]
 DET_ROWS = [
     ("W8A8", dict(wbits=8, abits=8)),
@@ -56,6 +66,8 @@ DET_ROWS = [
     ("mixed 0.60 MB + A8", dict(wbits=8, abits=8, size_budget="0.60MB")),
     ("mixed 0.49 MB + A8 + qdrop", dict(wbits=8, abits=8, size_budget="0.49MB", recon="qdrop")),
     ("mixed 0.45 MB + A8", dict(wbits=8, abits=8, size_budget="0.45MB")),
+    ("W3A8 + qdrop-block (320 crops, 100 steps/block)", dict(wbits=3, abits=8, recon="qdrop-block", recon_iters=100,
+                                                             recon_crop=320, recon_batches=8)),
 ]
 
 
@@ -72,6 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--calib-pages", type=int, default=None, help="default 8 (4 quick)")
     ap.add_argument("--eval-pages", type=int, default=None, help="per eval seed; default 8 (2 quick)")
     ap.add_argument("--mixed-batches", type=int, default=None, help="probe batches; default 4 (rec), 2 (det)")
+    ap.add_argument("--rows", default=None, help="only the rows whose label contains this (the anchors always run)")
     ap.add_argument("--json")
     ap.add_argument("--workdir")
     args = ap.parse_args(argv)
@@ -81,6 +94,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _pick(rows, part: str | None):
+    return [r for r in rows if part is None or part in r[0]]
 
 
 def weight_count(src: Path) -> int:
@@ -132,7 +149,7 @@ def rec_section(args, work) -> tuple[list, dict]:
     evals = {s: [preprocess_array(i, pp) for i in prep(C.rendered_lines(s, args.eval_lines, REC_HW[0], REC_HW[1]))]
              for s in args.eval_seeds}
     n_w = weight_count(src)
-    rows = REC_ROWS[:2] + REC_ROWS[4:5] if args.quick else REC_ROWS
+    rows = _pick(REC_ROWS[:2] + REC_ROWS[4:5] if args.quick else REC_ROWS, args.rows)
     runners = contestants(src, [{"x": preprocess_array(i, pp)} for i in calib], rows, work, "rec", calib_dir, pp,
                           [1, 3, *REC_HW], args.mixed_batches or 4, args)
     ref = {s: [C.ctc_greedy_decode(runners["ORT fp32"][0]({"x": x})[0], charset) for x in xs] for s, xs in evals.items()}
@@ -169,7 +186,7 @@ def det_section(args, work) -> tuple[list, dict]:
                                                                           seed=s, kind="page")]
              for s in args.eval_seeds}
     n_w = weight_count(src)
-    rows = DET_ROWS[:2] + DET_ROWS[7:8] if args.quick else DET_ROWS
+    rows = _pick(DET_ROWS[:2] + DET_ROWS[7:8] if args.quick else DET_ROWS, args.rows)
     runners = contestants(src, [{"x": preprocess_file(f, pp)} for f in calib_files], rows, work, "det", calib_dir, pp,
                           [1, 3, *size], args.mixed_batches or 2, args)
     ref = {s: [runners["ORT fp32"][0]({"x": x}) for x in xs] for s, xs in evals.items()}
