@@ -230,7 +230,7 @@ def _tensor_to_array(t: Any, what: str) -> np.ndarray:
         raise ConversionError(f"{what}: cannot decode tensor: {e}") from e
     if arr.dtype == object:
         raise ConversionError(f"{what}: string tensors are not supported")
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr).reshape(arr.shape)     # ascontiguousarray makes a 0-d array 1-d
 
 
 def _constant_value(pn: Any, node_name: str) -> np.ndarray:

@@ -156,6 +156,23 @@ def test_constant_node_weights_become_initializers():
     np.testing.assert_allclose(_run_numpy(g, {"x": x})["y"], _run_ort(m, {"x": x})["y"], atol=1e-5)
 
 
+def test_scalar_initializers_stay_scalars():
+    """A 0-d Gather index drops its axis (ONNX); read as shape (1,) it would keep it, and the ORT
+    lowering of the imported graph would disagree with the source model."""
+    idx = numpy_helper.from_array(np.asarray(2, np.int64), "i")
+    m = _model([helper.make_node("Gather", ["x", "i"], ["y"], axis=1)],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [idx])
+    g = import_onnx(m, ImportOptions(passes=[]))
+    assert g.initializers["i"].shape == ()
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    want = _run_ort(m, {"x": x})["y"]
+    assert want.shape == (2, 4)
+    np.testing.assert_array_equal(_run_numpy(g, {"x": x})["y"], want)
+    ort_backend = get_backend("ort").prepare(g, BackendOptions())
+    np.testing.assert_array_equal(ort_backend.run({"x": x})["y"], want)
+
+
 def test_initializer_listed_as_input_is_not_an_input(tmp_path):
     b = np.arange(4, dtype=np.float32)
     m = _model([helper.make_node("Add", ["x", "b"], ["y"])],
