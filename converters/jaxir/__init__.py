@@ -6,8 +6,7 @@ Hessian traces).  Converter-only: it needs the `train` extra (JAX on CPU); the r
 Slice / Resize stay concrete).  A node whose inputs are all constant is folded with the numpy oracle
 (edgert.ops), which is also what defines the semantics every JAX op here is tested against.  `hooks`
 lets a caller replace a layer's weight (learned rounding), a node's computation (a quantized layer as
-the runtime runs it), transform a node's input or a produced tensor (fake-quantizing an activation),
-without copying the graph.
+the runtime runs it) or a produced tensor (fake-quantizing an activation), without copying the graph.
 """
 from __future__ import annotations
 
@@ -24,9 +23,8 @@ from edgert.ir import Node
 class Hooks:
     """Optional per-node overrides; each returns its value unchanged when it has nothing to do."""
     weight: Callable[[Node, int, Any], Any] | None = None    # (node, input index, const) -> value
-    input: Callable[[Node, int, Any], Any] | None = None     # (node, input index, value) -> value
     output: Callable[[str, Any], Any] | None = None          # (tensor, value) -> value
-    node: Callable[[Node, list], tuple | None] | None = None # (node, inputs) -> outputs, or None: as usual
+    node: Callable[[Node, list], tuple | None] | None = None  # (node, inputs) -> outputs, or None: as usual
 
 
 def supported(node: Node) -> bool:
@@ -55,8 +53,6 @@ def run_nodes(nodes: list[Node], env: dict[str, Any], consts: dict[str, np.ndarr
                     v = hooks.weight(node, i, v)
             else:
                 raise UnsupportedOp(f"node {node.name!r} reads {name!r}, which nothing computed")
-            if hooks.input is not None:
-                v = hooks.input(node, i, v)
             ins.append(v)
         outs = None if hooks.node is None else hooks.node(node, ins)
         if outs is not None:

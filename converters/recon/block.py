@@ -72,7 +72,8 @@ def blocks(graph: Graph, plan: QuantPlan, max_layers: int) -> list[tuple[int, in
     block's end; in a U-Net-like graph the skip tensors just pass through the blocks between)."""
     nodes = graph.nodes
     live = live_sizes(graph)
-    is_layer = [id(n) in {id(lp.node) for lp in plan.layers if lp.kind != FLOAT} for n in nodes]
+    layer_ids = {id(lp.node) for lp in plan.layers if lp.kind != FLOAT}
+    is_layer = [id(n) in layer_ids for n in nodes]
     ahead = []                       # min live size from boundary i to the one after max_layers more layers
     for i in range(len(nodes) + 1):
         j, seen = i, 0
