@@ -186,7 +186,8 @@ def _reconstruct(graph: Graph, plan: QuantPlan, qopts, options: ConvertOptions, 
         gain = [r["loss_rtn"] / max(r["loss"], 1e-30) for r in blocks.values()]
         if log:
             log(f"{options.recon}: {len(blocks)} blocks in {secs:.0f} s, {ropts.iters} steps each")
-        return ({"blocks": len(blocks), "seconds": round(secs, 1), "iters": ropts.iters,
+        return ({"blocks": len(blocks), "blocks_kept": sum(r["kept"] for r in blocks.values()),
+                 "seconds": round(secs, 1), "iters": ropts.iters,
                  "drop_prob": ropts.drop_prob, "ranges_learned": len(ranges),
                  "median_error_gain": float(np.median(gain)) if gain else 1.0}, ranges)
     _, capture = make_capture_runner(graph, calib.backend if calib else options.backend_for_calibration)

@@ -319,13 +319,18 @@ def reconstruct_blocks(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, me
                 params, state, _ = step(params, state, {n: v[idx] for n, v in q_in.items()},
                                         {n: v[idx] for n, v in target.items()}, k, beta, float(it >= warm))
             loss_final = _block_loss(jax, fwd_q, params, q_in, target, loss_of, "learned")
-            reports[f"block{bi}"] = {"nodes": [start, end], "layers": len(blk_layers),
-                                     "learned": len(params["v"]), "loss_rtn": loss_rtn, "loss": loss_final}
+            finite = all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(params))
+            kept = finite and np.isfinite(loss_final) and loss_final <= loss_rtn
+            if not kept:        # diverged, or no better than plain rounding: this block keeps the converter's
+                params = {"v": {}, "a": {t: jnp.zeros(()) for t in params["a"]}}
+            reports[f"block{bi}"] = {"nodes": [start, end], "layers": len(blk_layers), "learned": len(params["v"]),
+                                     "loss_rtn": loss_rtn, "loss": loss_final if kept else loss_rtn, "kept": kept}
         for t, m in params["a"].items():
             learned_a[t] = float(m)
         # the next block's inputs: quantized path with the final rounding, float path
         a_fixed = {t: jnp.asarray(m) for t, m in learned_a.items()}
-        qout = _chunked(jax.jit(jax.vmap(lambda e: fwd_q({"v": params["v"], "a": {}}, e, None, "learned", None))), q_in)
+        final = "learned" if params["v"] else "rtn"
+        qout = _chunked(jax.jit(jax.vmap(lambda e: fwd_q({"v": params["v"], "a": {}}, e, None, final, None))), q_in)
         for t in outs:
             if t in made:
                 qp[t], fp[t] = qout[t], target[t]
@@ -340,11 +345,11 @@ def reconstruct_blocks(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, me
                 qp.pop(t, None)
         if log and reports.get(f"block{bi}"):
             r = reports[f"block{bi}"]
-            log(f"block {bi + 1}/{len(cuts)}: {r['layers']} layers, loss {r['loss_rtn']:.3g} -> {r['loss']:.3g} "
-                f"({time.perf_counter() - t0:.0f} s)")
+            log(f"block {bi + 1}/{len(cuts)}: {r['layers']} layers, loss {r['loss_rtn']:.3g} -> {r['loss']:.3g}"
+                f"{'' if r['kept'] else ' (learned rounding dropped)'} ({time.perf_counter() - t0:.0f} s)")
     new_ranges = {}
     for t, m in learned_a.items():
-        if t in ranges and m != 0.0:
+        if t in ranges and m != 0.0 and np.isfinite(m):
             lo, hi = ranges[t]
             new_ranges[t] = (lo * float(np.exp(m)), hi * float(np.exp(m)))
     return reports, new_ranges
