@@ -285,8 +285,14 @@ def reconstruct_blocks(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, me
 
         target = _chunked(jax.jit(jax.vmap(fwd_float)), {t: fp[t] for t in ins})
 
+        # each output's error relative to its mean energy per sample over all calibration samples (a
+        # mini-batch where a tensor happens to be ~0 must not blow the loss up); all-zero tensors don't count
+        energy = {t: float(np.mean(np.sum(np.square(np.asarray(target[t], np.float64)).reshape(n_samples, -1), 1)))
+                  for t in made}
+
         def loss_of(out, tgt):
-            return sum(jnp.sum((out[t] - tgt[t]) ** 2) / jnp.maximum(jnp.sum(tgt[t] ** 2), 1e-30) for t in made)
+            n = jax.tree_util.tree_leaves(tgt)[0].shape[0]
+            return sum(jnp.sum((out[t] - tgt[t]) ** 2) / (energy[t] * n) for t in made if energy[t] > 0)
 
         q_in = {t: qp[t] for t in ins}
         if made and (params["v"] or params["a"]):
@@ -303,7 +309,7 @@ def reconstruct_blocks(graph: Graph, plan: QuantPlan, qopts: QuantizeOptions, me
                 def total(p):
                     keys = jax.random.split(k, jax.tree_util.tree_leaves(xb)[0].shape[0])
                     out = jax.vmap(lambda e, kk: fwd_q(p, e, kk, False, opts.drop_prob))(xb, keys)
-                    rec = loss_of(out, tb) / jax.tree_util.tree_leaves(xb)[0].shape[0]
+                    rec = loss_of(out, tb)
                     reg = sum(jnp.sum(1 - jnp.abs(2 * _h(v) - 1) ** beta) for v in p["v"].values()) / n_v
                     return rec + reg_on * reg0 * reg, rec
                 (_, rec), g = jax.value_and_grad(total, has_aux=True)(p)
@@ -394,5 +400,4 @@ def _chunked(fn, env: dict, chunk: int = 4) -> dict:
 
 def _block_loss(jax, fwd_q, params, q_in, target, loss_of, hard) -> float:
     out = _chunked(jax.jit(jax.vmap(lambda e: fwd_q(params, e, None, hard, None))), q_in)
-    n = next(iter(q_in.values())).shape[0]
-    return float(loss_of(out, target)) / n
+    return float(loss_of(out, target))
