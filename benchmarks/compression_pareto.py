@@ -84,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--calib-pages", type=int, default=None, help="default 8 (4 quick)")
     ap.add_argument("--eval-pages", type=int, default=None, help="per eval seed; default 8 (2 quick)")
     ap.add_argument("--mixed-batches", type=int, default=None, help="probe batches; default 4 (rec), 2 (det)")
-    ap.add_argument("--rows", default=None, help="only the rows whose label contains this (the anchors always run)")
+    ap.add_argument("--rows", default=None,
+                    help="only the rows whose label contains one of these comma-separated parts (anchors always run)")
     ap.add_argument("--json")
     ap.add_argument("--workdir")
     args = ap.parse_args(argv)
@@ -96,8 +97,8 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _pick(rows, part: str | None):
-    return [r for r in rows if part is None or part in r[0]]
+def _pick(rows, parts: str | None):
+    return [r for r in rows if parts is None or any(p in r[0] for p in parts.split(","))]
 
 
 def weight_count(src: Path) -> int:
