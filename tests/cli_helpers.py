@@ -18,3 +18,11 @@ def assert_one_line_error(res, *needles: str) -> None:
     assert text.startswith("error:") and len(text.splitlines()) == 1, text
     for n in needles:
         assert n in text, text
+
+
+def convert_metadata(src, pkg, *args) -> dict:
+    """`edgert convert SRC -o PKG ARGS --quiet` must succeed; the package's first model's metadata."""
+    import json
+    res = invoke("convert", src, "-o", pkg, *args, "--quiet")
+    assert res.exit_code == 0, res.output
+    return json.loads(invoke("inspect", pkg, "--json").output)["models"][0]["metadata"]

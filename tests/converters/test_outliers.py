@@ -83,18 +83,14 @@ def test_outlier_passes_lower_the_w8a8_error_on_held_out_inputs(tmp_path):
 
 
 def test_cli_pass_takes_outlier_and_reconstruction_passes(tmp_path):
-    import json
-
     from click.testing import CliRunner
+    from cli_helpers import convert_metadata
 
     from edgert.cli import main
     _graph(tmp_path)
     pkg = tmp_path / "ln.pkg"
-    r = CliRunner().invoke(main, ["convert", str(tmp_path / "ln.onnx"), "-o", str(pkg), "--pass", "os+",
-                                  "--pass", "adaround", "--calib-random", "4", "--quiet", "--json"])
-    assert r.exit_code == 0, r.output
-    info = json.loads(CliRunner().invoke(main, ["inspect", str(pkg), "--json"]).output)
-    passes = info["models"][0]["metadata"]["quantization_passes"]
+    passes = convert_metadata(tmp_path / "ln.onnx", pkg, "--pass", "os+", "--pass", "adaround",
+                              "--calib-random", "4")["quantization_passes"]
     assert passes["os+"] == {"sites": 1, "applied": 1} and passes["adaround"]["layers"] == 2
     for bad, msg in ((["--pass", "gptq"], "unknown --pass 'gptq'"), (["--pass", "qdrop", "--pass", "adaround"],
                                                                       "alternatives")):

@@ -1,7 +1,6 @@
 """QLLM channel disassembly / assembly (converters/outliers/qllm.py) and Outlier Suppression's
 token-wise clipping observer (converters/observers/tokenclip.py)."""
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -236,14 +235,9 @@ def test_tokenclip_registered_and_empty_is_zero():
 # --------------------------------------------------------------------------- CLI
 
 def test_cli_takes_qllm_pass_and_tokenclip_observer(tmp_path):
-    from click.testing import CliRunner
-
-    from edgert.cli import main
+    from cli_helpers import convert_metadata
     _graph(tmp_path)
-    pkg = tmp_path / "ln.pkg"
-    r = CliRunner().invoke(main, ["convert", str(tmp_path / "ln.onnx"), "-o", str(pkg), "--pass", "qllm",
-                                  "--observer", "tokenclip", "--calib-random", "4", "--quiet", "--json"])
-    assert r.exit_code == 0, r.output
-    meta = json.loads(CliRunner().invoke(main, ["inspect", str(pkg), "--json"]).output)["models"][0]["metadata"]
+    meta = convert_metadata(tmp_path / "ln.onnx", tmp_path / "ln.pkg", "--pass", "qllm", "--observer", "tokenclip",
+                            "--calib-random", "4")
     assert meta["quantization_passes"]["qllm"] == {"sites": 1, "applied": 1}
     assert meta["quantization"]["observer"] == "tokenclip"
